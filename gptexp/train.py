@@ -1,0 +1,529 @@
+"""The Trainer: one process of a torchrun DDP job (`python -m gptexp.train --run-dir D`).
+
+Lifecycle: set up (process group, data, model, optimizer, maybe a checkpoint) → train → save →
+clean up. Rank 0 alone writes files and talks to W&B; other ranks get no tracker at all.
+
+Reproducibility: the data windows, the masks and the dropout RNG of every (rank, step, micro-step)
+are seeded from `step_seed(seed, rank, step, ...)`, not from a running RNG. A run resumed from a
+checkpoint at step k therefore draws exactly what the uninterrupted run drew after step k.
+
+Stopping: SIGINT/SIGTERM (forwarded by torchrun) and the death of the launcher set local flags;
+the flags are summed across ranks with the step's one all_reduce, so every rank stops after the
+same step, rank 0 writes a checkpoint, and the run is marked interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from gptexp.data import PreparedData, TokenSplit, load_splits, sample_windows, step_seed
+from gptexp.models import build_model
+from gptexp.objectives import TokenInfo, is_causal, make_batch, metric_sums, metrics_from_sums
+from gptexp.optim import build_optimizer, dropout_rate, learning_rate
+from gptexp.spec import ExperimentSpec
+from gptexp.tokenizers import load_tokenizer
+from gptexp.tracking import NullLogger, RunStore, Tracker, WandbLogger, pid_alive, redact, wandb_mode
+
+CHECKPOINT_FORMAT = "gptexp-checkpoint"
+CHECKPOINT_VERSION = 1
+# Streams of step_seed: independent random numbers for data/masking, dropout and evaluation.
+DATA_STREAM, DROPOUT_STREAM, EVAL_STREAM = 0, 1, 2
+# Indices into the per-step all_reduce vector.
+LOSS, BYTES, SIGINT_FLAG, SIGTERM_FLAG, ORPHAN_FLAG, PRUNE_FLAG = range(6)
+
+
+class RunFailed(RuntimeError):
+    """The run cannot go on (NaN loss, bad data); rank 0 records it as failed."""
+
+
+@dataclass
+class DistContext:
+    """DDP facts, detected once from torchrun's environment and passed down."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(spec: ExperimentSpec) -> DistContext:
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = spec.train.device == "cuda" or (spec.train.device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    backend = spec.launch.backend if spec.launch.backend != "auto" else ("nccl" if use_cuda else "gloo")
+    if "RANK" in os.environ:  # started by torchrun: always a process group, even of one
+        dist.init_process_group(backend=backend)
+    return DistContext(rank, local_rank, world_size, device, backend)
+
+
+@dataclass
+class Counters:
+    """Progress that a checkpoint must carry besides the weights."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    bytes_seen: int = 0
+    train_time_s: float = 0.0
+    best_val_bpb: float = math.inf
+    best_step: int = -1
+    last_eval: dict[str, float] = field(default_factory=dict)
+    last_train_loss: float = math.nan
+
+
+class Trainer:
+    def __init__(self, run_dir: Path, prepared: PreparedData, resume: bool) -> None:
+        self.run_dir = run_dir
+        self.store = RunStore(run_dir)
+        self.spec = ExperimentSpec.model_validate(yaml.safe_load(self.store.spec_path.read_text(encoding="utf-8")))
+        self.prepared = prepared
+        self.resume = resume
+        self.counters = Counters()
+        self.stop_flags = {SIGINT_FLAG: 0.0, SIGTERM_FLAG: 0.0}
+        self.launcher_pid = int(os.environ.get("GPTEXP_LAUNCHER_PID", "0")) or None
+        self.started = time.time()
+        self.is_main = int(os.environ.get("RANK", "0")) == 0
+        self.tracker: Tracker | None = None
+        self.stop_reason = ""
+
+    # -- set up -----------------------------------------------------------------------------
+    def setup(self) -> None:
+        spec = self.spec
+        self.ctx = setup_distributed(spec)
+        self._install_signal_handlers()
+        self.tokenizer = load_tokenizer(self.prepared.tokenizer_path)
+        self.splits: dict[str, TokenSplit] = load_splits(self.prepared)
+        specials = self.tokenizer.special_tokens
+        self.token_info = TokenInfo(
+            vocab_size=self.tokenizer.vocab_size,
+            special_ids=tuple(sorted(specials.values())),
+            mask_id=specials.get("<mask>"),
+            pad_id=specials.get("<pad>"),
+        )
+        torch.manual_seed(spec.seed)  # identical initial weights on every rank (DDP also broadcasts)
+        self.model = build_model(spec.model, self.tokenizer.vocab_size, causal=is_causal(spec.objective)).to(self.ctx.device)
+        self.optimizer = build_optimizer(self.model, spec.optim, self.ctx.device.type)
+        if self.resume and self.store.last_checkpoint.exists():
+            self._load_checkpoint(self.store.last_checkpoint)
+        wrapped: nn.Module = self.model
+        if spec.train.compile:
+            wrapped = torch.compile(wrapped)
+        if self.ctx.distributed:
+            device_ids = [self.ctx.local_rank] if self.ctx.device.type == "cuda" else None
+            wrapped = DistributedDataParallel(wrapped, device_ids=device_ids)
+        self.train_model = wrapped
+        self.autocast_dtype = self._autocast_dtype()
+        self.tracker = self._make_tracker() if self.ctx.is_main else None
+        self.pruner = self._make_pruning_bridge()
+
+    def _autocast_dtype(self) -> torch.dtype | None:
+        precision = self.spec.train.precision
+        if precision == "bf16" or (precision == "auto" and self.ctx.device.type == "cuda"):
+            return torch.bfloat16
+        return None
+
+    def _install_signal_handlers(self) -> None:
+        def on_signal(signum: int, frame: Any) -> None:
+            self.stop_flags[SIGINT_FLAG if signum == signal.SIGINT else SIGTERM_FLAG] = 1.0
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+
+    def _make_tracker(self) -> Tracker:
+        spec = self.spec
+        mode = wandb_mode(spec.tracking.wandb.mode)
+        if mode == "disabled":
+            logger: Any = NullLogger()
+        else:
+            wb = spec.tracking.wandb
+            logger = WandbLogger(self.store, config=spec.model_dump(mode="json"), mode=mode, project=wb.project,
+                                 entity=wb.entity, group=wb.group, tags=wb.tags, name=spec.name)
+        if self.resume:
+            self.store.truncate_metrics_after(self.counters.step)
+        self.store.write_status("running", step=self.counters.step, worker_pid=os.getpid(), error=None,
+                                world_size=self.ctx.world_size)
+        return Tracker(self.store, logger)
+
+    def _make_pruning_bridge(self) -> Any:
+        if not os.environ.get("GPTEXP_TRIAL"):
+            return None
+        from gptexp.pruning import PruningBridge
+
+        return PruningBridge.from_environment(is_main=self.ctx.is_main)
+
+    # -- one step ---------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.ctx.device.type, dtype=self.autocast_dtype)
+
+    def train_step(self, step: int) -> torch.Tensor:
+        """One optimizer step (grad_accum micro-steps); returns the per-step all_reduce vector."""
+        spec, ctx = self.spec, self.ctx
+        lr = learning_rate(step, spec.optim, spec.train.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        base_dropout = getattr(spec.model, "dropout", 0.0)
+        self.model.set_dropout(dropout_rate(step, spec.dropout_schedule, base_dropout, spec.train.max_steps))
+        torch.manual_seed(step_seed(spec.seed, ctx.rank, step, stream=DROPOUT_STREAM))
+
+        accum = spec.train.grad_accum
+        loss_sum, bytes_sum = 0.0, 0
+        for micro in range(accum):
+            generator = torch.Generator().manual_seed(step_seed(spec.seed, ctx.rank, step, micro, DATA_STREAM))
+            window = sample_windows(self.splits["train"], spec.train.batch_size, spec.model.block_size + 1, generator)
+            batch = make_batch(spec.objective, window, self.token_info, generator)
+            inputs, labels = batch.inputs.to(ctx.device), batch.labels.to(ctx.device)
+            # Only the last micro-step all-reduces gradients; the others accumulate locally.
+            sync = ctx.distributed and micro < accum - 1
+            with self.train_model.no_sync() if sync else contextlib.nullcontext(), self._autocast():
+                _, loss = self.train_model(inputs, labels)
+                (loss / accum).backward()
+            loss_sum += loss.item()
+            bytes_sum += int(window.byte_counts[:, : spec.model.block_size].sum())
+        if spec.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), spec.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+        orphaned = 1.0 if self.launcher_pid and not pid_alive(self.launcher_pid) else 0.0
+        shared = torch.tensor([loss_sum / accum, bytes_sum, self.stop_flags[SIGINT_FLAG],
+                               self.stop_flags[SIGTERM_FLAG], orphaned, 0.0], dtype=torch.float64)
+        if ctx.distributed:
+            dist.all_reduce(shared)  # gloo and nccl both sum float64 on CPU tensors / device tensors
+        shared[LOSS] /= ctx.world_size
+        return shared
+
+    # -- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """val/loss, val/bpb, val/acc on the same eval_batches windows every time, summed over ranks."""
+        spec, ctx = self.spec, self.ctx
+        self.model.eval()
+        generator = torch.Generator().manual_seed(step_seed(spec.seed, ctx.rank, 0, stream=EVAL_STREAM))
+        totals = torch.zeros(4, dtype=torch.float64)
+        for _ in range(spec.train.eval_batches):
+            window = sample_windows(self.splits["val"], spec.train.batch_size, spec.model.block_size + 1, generator)
+            batch = make_batch(spec.objective, window, self.token_info, generator)
+            with self._autocast():
+                logits, _ = self.model(batch.inputs.to(ctx.device))
+            totals += metric_sums(logits.float(), batch.labels.to(ctx.device), batch.label_bytes.to(ctx.device)).cpu()
+        if ctx.distributed:
+            dist.all_reduce(totals)
+        self.model.train()
+        return metrics_from_sums(totals)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def train(self) -> str:
+        """Train until max_steps or a stop; returns the final status."""
+        spec, counters = self.spec, self.counters
+        tokens_per_step = spec.train.batch_size * spec.model.block_size * spec.train.grad_accum * self.ctx.world_size
+        progress = TrainingProgress(spec.train.max_steps, counters.step, enabled=self.ctx.is_main)
+        if counters.step == 0:
+            self._log_eval(self.evaluate())
+        interval_start, interval_tokens = time.perf_counter(), 0
+        status = "completed"
+        with progress:
+            while counters.step < spec.train.max_steps:
+                step_start = time.perf_counter()
+                shared = self.train_step(counters.step)
+                counters.train_time_s += time.perf_counter() - step_start
+                counters.step += 1
+                counters.tokens_seen += tokens_per_step
+                counters.bytes_seen += int(shared[BYTES])
+                counters.last_train_loss = float(shared[LOSS])
+                interval_tokens += tokens_per_step
+                if not math.isfinite(counters.last_train_loss):
+                    raise RunFailed(f"train/loss became {counters.last_train_loss} at step {counters.step}")
+
+                step, last = counters.step, counters.step == spec.train.max_steps
+                if step % spec.train.log_every == 0 or last:
+                    elapsed = time.perf_counter() - interval_start
+                    tokens_per_sec = interval_tokens / elapsed if elapsed > 0 else 0.0
+                    self._log_train(tokens_per_sec)
+                    progress.update(step, counters.last_train_loss, tokens_per_sec)
+                    interval_start, interval_tokens = time.perf_counter(), 0
+                if step % spec.train.eval_every == 0 or last:
+                    metrics = self.evaluate()
+                    self._log_eval(metrics)
+                    if self.pruner is not None and self._should_prune(metrics):
+                        status = "pruned"
+                        break
+                if shared[SIGINT_FLAG] or shared[SIGTERM_FLAG] or shared[ORPHAN_FLAG]:
+                    status = "interrupted"
+                    self.stop_reason = "SIGINT" if shared[SIGINT_FLAG] else ("SIGTERM" if shared[SIGTERM_FLAG] else "launcher gone")
+                    break
+                if step % spec.train.checkpoint_every == 0 and not last:
+                    self.save_checkpoint()
+        self.save_checkpoint()
+        return status
+
+    def _should_prune(self, metrics: dict[str, float]) -> bool:
+        decision = torch.tensor([1.0 if self.ctx.is_main and self.pruner.should_prune(self.counters.step, metrics) else 0.0])
+        if self.ctx.distributed:
+            dist.broadcast(decision, src=0)  # rank 0 asked the study; every rank follows its answer
+        return bool(decision.item())
+
+    def _row(self, **values: Any) -> dict[str, Any]:
+        return {"step": self.counters.step, "time": round(time.time(), 3), **values,
+                "tokens_seen": self.counters.tokens_seen, "bytes_seen": self.counters.bytes_seen}
+
+    def _log_train(self, tokens_per_sec: float) -> None:
+        if self.tracker is None:
+            return
+        spec, step = self.spec, self.counters.step - 1  # lr/dropout of the step just taken
+        self.tracker.log(self._row(**{
+            "train/loss": self.counters.last_train_loss,
+            "lr": learning_rate(step, spec.optim, spec.train.max_steps),
+            "dropout": dropout_rate(step, spec.dropout_schedule, getattr(spec.model, "dropout", 0.0), spec.train.max_steps),
+            "tokens_per_sec": round(tokens_per_sec, 1),
+        }))
+
+    def _log_eval(self, metrics: dict[str, float]) -> None:
+        counters = self.counters
+        counters.last_eval = metrics
+        improved = metrics["val/bpb"] < counters.best_val_bpb
+        if improved:
+            counters.best_val_bpb, counters.best_step = metrics["val/bpb"], counters.step
+        if self.tracker is None:
+            return
+        self.tracker.log(self._row(**metrics))
+        self.store.write_status("running", step=counters.step)
+        if improved and counters.step > 0:
+            self._write_atomic({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": counters.step,
+                                "model": self.model.state_dict(), "val/bpb": metrics["val/bpb"]},
+                               self.store.best_checkpoint)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        """Every rank calls this (RNG states are gathered); rank 0 writes last.pt atomically."""
+        rng_state = torch.get_rng_state()
+        if self.ctx.distributed:
+            gathered: list[Any] = [None] * self.ctx.world_size
+            dist.all_gather_object(gathered, rng_state)
+        else:
+            gathered = [rng_state]
+        if not self.ctx.is_main:
+            return
+        c = self.counters
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "step": c.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            # LR and dropout are pure functions of the step; the values are kept for inspection.
+            "schedule": {"step": c.step, "lr": self.optimizer.param_groups[0]["lr"]},
+            # Data windows and masks are drawn from step_seed(seed, rank, step): the step is the position.
+            "data_position": {"step": c.step, "seed": self.spec.seed, "world_size": self.ctx.world_size},
+            "rng": {"torch_per_rank": gathered,
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "counters": {"tokens_seen": c.tokens_seen, "bytes_seen": c.bytes_seen, "train_time_s": c.train_time_s,
+                         "best_val_bpb": c.best_val_bpb, "best_step": c.best_step,
+                         "last_train_loss": c.last_train_loss},
+            "last_eval": dict(c.last_eval),
+        }
+        self._write_atomic(state, self.store.last_checkpoint)
+        self.store.write_status("running", step=c.step, checkpoint_step=c.step)
+
+    @staticmethod
+    def _write_atomic(state: dict[str, Any], path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def _load_checkpoint(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        if state["data_position"]["world_size"] != self.ctx.world_size:
+            raise RunFailed(f"checkpoint was written with {state['data_position']['world_size']} ranks; "
+                            f"resume with the same --nproc (now {self.ctx.world_size})")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        per_rank = state["rng"]["torch_per_rank"]
+        torch.set_rng_state(per_rank[self.ctx.rank])
+        c = self.counters
+        counters = state["counters"]
+        c.step = int(state["step"])
+        c.tokens_seen, c.bytes_seen = int(counters["tokens_seen"]), int(counters["bytes_seen"])
+        c.train_time_s = float(counters["train_time_s"])
+        c.best_val_bpb, c.best_step = float(counters["best_val_bpb"]), int(counters["best_step"])
+        c.last_train_loss = float(counters["last_train_loss"])
+        c.last_eval = dict(state.get("last_eval", {}))
+
+    # -- clean up ---------------------------------------------------------------------------
+    def summary(self, status: str) -> dict[str, Any]:
+        c, spec = self.counters, self.spec
+        wall = time.time() - self.started
+        trial = os.environ.get("GPTEXP_TRIAL")
+        return {
+            "run_id": self.store.run_id,
+            "name": spec.name,
+            "status": status,
+            "group": spec.tracking.wandb.group,
+            "world_size": self.ctx.world_size,
+            "parameters": self.model.num_parameters(),
+            "steps": c.step,
+            "max_steps": spec.train.max_steps,
+            "tokens_seen": c.tokens_seen,
+            "bytes_seen": c.bytes_seen,
+            "wall_time_s": round(wall, 3),
+            "train_time_s": round(c.train_time_s, 3),
+            "tokens_per_sec": round(c.tokens_seen / c.train_time_s, 1) if c.train_time_s else None,
+            "train/loss": c.last_train_loss,
+            **{k: v for k, v in c.last_eval.items()},
+            "best/val/bpb": c.best_val_bpb if math.isfinite(c.best_val_bpb) else None,
+            "best/step": c.best_step,
+            "git_commit": git_commit(),
+            "versions": package_versions(),
+            "study": os.environ.get("GPTEXP_STUDY") or None,
+            "trial": int(trial) if trial else None,
+        }
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        """Rank 0: summary, W&B finish, then the final status (last, so 'completed' implies the rest)."""
+        if not self.is_main:
+            return
+        fields: dict[str, Any] = {"step": self.counters.step, "error": error}
+        if status == "interrupted":
+            fields["signal"] = self.stop_reason or "SIGTERM"
+        if self.tracker is not None:
+            exit_code = {"completed": 0, "pruned": 3, "interrupted": 130}.get(status, 1)
+            try:
+                self.tracker.finish(self.summary(status), exit_code)
+            finally:
+                self.store.write_status(status, **fields)
+        else:  # failed before the tracker existed (bad checkpoint, process group, ...)
+            self.store.write_status(status, **fields)
+
+
+class TrainingProgress:
+    """A rich progress bar on a terminal; plain log lines otherwise (CI logs, files, pipes)."""
+
+    def __init__(self, total: int, start: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.interactive = enabled and sys.stdout.isatty()
+        self.started = time.perf_counter()
+        self.start_step = start
+        self.bar: Any = None
+        if self.interactive:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(),
+                                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
+                                TextColumn("eta"), TimeRemainingColumn())
+            self.task = self.bar.add_task("train", total=total, completed=start, loss="-", speed="-")
+
+    def __enter__(self) -> TrainingProgress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, step: int, loss: float, tokens_per_sec: float) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, loss=f"{loss:.4f}", speed=f"{tokens_per_sec:,.0f}")
+            return
+        done = step - self.start_step
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / done * (self.total - step) if done else 0.0
+        print(f"step {step}/{self.total} | loss {loss:.4f} | {tokens_per_sec:,.0f} tok/s | eta {eta:.0f}s", flush=True)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint safely (weights_only: tensors and plain containers, no pickled code)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise RunFailed(f"{path}: not a gptexp checkpoint")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise RunFailed(f"{path}: checkpoint version {state.get('version')}, expected {CHECKPOINT_VERSION}")
+    return state
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for name in ("gptexp", "torch", "numpy", "wandb", "optuna", "pydantic"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return versions
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gptexp.train", description="One DDP worker of a gptexp run (started by torchrun).")
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--tokenizer", required=True, type=Path)
+    parser.add_argument("--arrays", required=True, type=Path)
+    parser.add_argument("--corpus-sha256", default="")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+
+    trainer = Trainer(args.run_dir, PreparedData(args.tokenizer, args.arrays, args.corpus_sha256), args.resume)
+    status, error = "failed", None
+    try:
+        trainer.setup()
+        status = trainer.train()
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach status.json
+        error = redact(f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        status = "failed"
+    try:
+        trainer.finish(status, error)
+    except Exception:  # noqa: BLE001 - finish wrote the status in its finally; show why W&B failed
+        traceback.print_exc()
+    if dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+    return {"completed": 0, "pruned": 3, "interrupted": 130}.get(status, 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
