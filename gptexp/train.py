@@ -526,4 +526,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: gloo's background threads sometimes abort the process while C++
+    # destructors run ("terminate called without an active exception"), after the outcome is
+    # already recorded. Everything worth keeping was flushed and closed above.
+    os._exit(exit_code)
