@@ -96,7 +96,12 @@ def pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A killed process whose parent is gone too may stay a zombie (an init that does not reap).
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 # ---------------------------------------------------------------------------------------------
