@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -100,13 +101,20 @@ def exit_code_for(store: RunStore) -> tuple[int, str]:
 
 
 def run_torchrun(command: list[str], store: RunStore, extra_env: dict[str, str] | None = None,
-                 log_path: Path | None = None) -> int:
-    """Run torchrun to the end, forwarding SIGINT/SIGTERM to it once; returns the run's exit code."""
+                 log_path: Path | None = None, on_start: Callable[[subprocess.Popen], None] | None = None) -> int:
+    """Run torchrun to the end, forwarding SIGINT/SIGTERM to it once; returns the run's exit code.
+
+    Signal forwarding is installed only on the main thread (Python allows no other); a caller that
+    runs launches on worker threads (a sweep with --workers) gets each process through `on_start`
+    and forwards signals itself.
+    """
     env = {**os.environ, **(extra_env or {}), "GPTEXP_LAUNCHER_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1"}
     output = open(log_path, "ab") if log_path else None
     # torchrun gets its own session: a Ctrl-C in the terminal reaches only us, and we forward it
     # exactly once (torchrun passes it on to every worker, which checkpoints and stops).
     process = subprocess.Popen(command, env=env, start_new_session=True, stdout=output, stderr=output)
+    if on_start is not None:
+        on_start(process)
     received: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
@@ -114,7 +122,8 @@ def run_torchrun(command: list[str], store: RunStore, extra_env: dict[str, str] 
             received.append(signum)
             process.send_signal(signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)} if on_main_thread else {}
     try:
         torchrun_code = process.wait()
     finally:
@@ -132,7 +141,8 @@ def run_torchrun(command: list[str], store: RunStore, extra_env: dict[str, str] 
 
 
 def launch(spec: ExperimentSpec, store: RunStore, resume: bool, extra_env: dict[str, str] | None = None,
-           log_path: Path | None = None, progress: Callable[[str], None] = lambda m: None) -> LaunchResult:
+           log_path: Path | None = None, progress: Callable[[str], None] = lambda m: None,
+           on_start: Callable[[subprocess.Popen], None] | None = None) -> LaunchResult:
     """Prepare data for `store`'s run and train it; every outcome ends up in status.json."""
     store.write_status("running", launcher_pid=os.getpid(), worker_pid=None, error=None)
     try:
@@ -146,17 +156,18 @@ def launch(spec: ExperimentSpec, store: RunStore, resume: bool, extra_env: dict[
         store.write_status("interrupted", signal="SIGINT", error="interrupted while preparing data")
         return LaunchResult(store.run_id, store.dir, EXIT_SIGINT, "interrupted")
     command = torchrun_command(spec, store, prepared, resume)
-    code = run_torchrun(command, store, extra_env=extra_env, log_path=log_path)
+    code = run_torchrun(command, store, extra_env=extra_env, log_path=log_path, on_start=on_start)
     return LaunchResult(store.run_id, store.dir, code, str(store.read_status().get("status")))
 
 
 def start_run(spec: ExperimentSpec, runs_dir: Path, extra_env: dict[str, str] | None = None,
-              log_path_name: str | None = None, progress: Callable[[str], None] = lambda m: None) -> LaunchResult:
+              log_path_name: str | None = None, progress: Callable[[str], None] = lambda m: None,
+              on_start: Callable[[subprocess.Popen], None] | None = None) -> LaunchResult:
     check_supported(spec)
     check_data_file(spec)
     store = create_run(spec, runs_dir, run_id=spec.launch.run_id)
     log_path = store.dir / log_path_name if log_path_name else None
-    return launch(spec, store, resume=False, extra_env=extra_env, log_path=log_path, progress=progress)
+    return launch(spec, store, resume=False, extra_env=extra_env, log_path=log_path, progress=progress, on_start=on_start)
 
 
 def load_run_spec(store: RunStore) -> ExperimentSpec:
