@@ -8,8 +8,8 @@ trainer's rank 0 records the outcome in status.json and `exit_code_for` reads it
 from __future__ import annotations
 
 import os
-import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,8 +19,8 @@ from types import FrameType
 from typing import Callable
 
 from gptexp.data import PreparedData, prepare_data
-from gptexp.spec import ExperimentSpec, SpecError, check_data_file, dump_spec, validate_spec
-from gptexp.tracking import RunStore, RunStoreError, new_run_id, read_json, run_dir_for
+from gptexp.spec import ExperimentSpec, SpecError, check_data_file, validate_spec
+from gptexp.tracking import RunStore, RunStoreError, new_run_id, pid_alive, read_json, run_dir_for
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PRUNED = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -43,8 +43,12 @@ def check_supported(spec: ExperimentSpec) -> None:
             raise SpecError(f"{section}.kind: {getattr(spec, section).kind!r} is not built yet ({NOT_BUILT_YET[key]})")
 
 
-def create_run(spec: ExperimentSpec, runs_dir: Path, run_id: str | None = None) -> RunStore:
-    """A new run directory holding the resolved spec; the id is generated unless given."""
+def create_run(spec: ExperimentSpec, runs_dir: Path, run_id: str | None = None, join: bool = False) -> RunStore:
+    """A new run directory holding the resolved spec; the id is generated unless given.
+
+    `join`: the nodes of a multi-node run all start with the same run id; on a shared filesystem
+    the first one creates the directory and the others join it (their specs must agree).
+    """
     runs_dir.mkdir(parents=True, exist_ok=True)
     for _ in range(5):
         candidate = run_id or new_run_id(spec.name)
@@ -52,13 +56,33 @@ def create_run(spec: ExperimentSpec, runs_dir: Path, run_id: str | None = None) 
         try:
             path.mkdir()
         except FileExistsError:
+            if run_id and join:
+                return _join_run(spec, RunStore(path))
             if run_id:
                 raise SpecError(f"run id {run_id!r} already exists in {runs_dir}") from None
             continue
         store = RunStore(path)
-        dump_spec(spec, store.spec_path)
+        write_text_atomic(store.spec_path, spec.to_yaml())
         return store
     raise RuntimeError("could not create a unique run directory")
+
+
+def _join_run(spec: ExperimentSpec, store: RunStore) -> RunStore:
+    import time
+
+    for _ in range(50):  # the creating node writes spec.yaml right after mkdir
+        if store.spec_path.exists():
+            break
+        time.sleep(0.1)
+    if store.spec_path.exists() and store.spec_path.read_text(encoding="utf-8") != spec.to_yaml():
+        raise SpecError(f"run id {store.run_id!r}: exists with a different spec; every node must run the same spec")
+    return store
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def check_split_sizes(prepared: PreparedData, spec: ExperimentSpec) -> None:
@@ -132,6 +156,10 @@ def run_torchrun(command: list[str], store: RunStore, extra_env: dict[str, str] 
         if output:
             output.close()
     code, state = exit_code_for(store)
+    if state == "running" and not _hosted_rank_zero(store):
+        # Multi-node: rank 0 lives on another node and may still be writing its outcome.
+        _wait_for_outcome(store)
+        code, state = exit_code_for(store)
     if state == "running":
         # No worker recorded an outcome: a rank died hard (segfault, OOM kill) or torchrun failed.
         reason = f"signal {signal.Signals(received[0]).name}" if received else f"torchrun exit code {torchrun_code}"
@@ -140,20 +168,47 @@ def run_torchrun(command: list[str], store: RunStore, extra_env: dict[str, str] 
     return code
 
 
+def _hosted_rank_zero(store: RunStore) -> bool:
+    """Whether this launcher's node ran global rank 0 (rank 0 records its launcher's pid)."""
+    status = store.read_status()
+    if status.get("host") not in (None, socket.gethostname()):
+        return False
+    return status.get("launcher_pid") in (None, os.getpid())
+
+
+def _wait_for_outcome(store: RunStore, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = store.read_status()
+        if status.get("status") != "running":
+            return
+        if status.get("host") == socket.gethostname() and not pid_alive(status.get("launcher_pid")):
+            return
+        time.sleep(0.2)
+
+
 def launch(spec: ExperimentSpec, store: RunStore, resume: bool, extra_env: dict[str, str] | None = None,
            log_path: Path | None = None, progress: Callable[[str], None] = lambda m: None,
            on_start: Callable[[subprocess.Popen], None] | None = None) -> LaunchResult:
     """Prepare data for `store`'s run and train it; every outcome ends up in status.json."""
-    store.write_status("running", launcher_pid=os.getpid(), worker_pid=None, error=None)
+    # A multi-node launcher cannot know before the rendezvous whether it hosts rank 0, so only a
+    # single-node launcher marks the run running this early (rank 0 does it on every node).
+    single_node = spec.launch.nnodes == 1
+    if single_node:
+        store.write_status("running", launcher_pid=os.getpid(), worker_pid=None, error=None)
     try:
         prepared = prepare_data(spec, store.dir.parent / ".cache", progress=progress)
         check_split_sizes(prepared, spec)
-        shutil.copyfile(prepared.tokenizer_path, store.tokenizer_path)
+        write_text_atomic(store.tokenizer_path, prepared.tokenizer_path.read_text(encoding="utf-8"))
     except SpecError as error:
-        store.write_status("failed", error=str(error))
+        if single_node:
+            store.write_status("failed", error=str(error))
         raise
     except KeyboardInterrupt:
-        store.write_status("interrupted", signal="SIGINT", error="interrupted while preparing data")
+        if single_node:
+            store.write_status("interrupted", signal="SIGINT", error="interrupted while preparing data")
         return LaunchResult(store.run_id, store.dir, EXIT_SIGINT, "interrupted")
     command = torchrun_command(spec, store, prepared, resume)
     code = run_torchrun(command, store, extra_env=extra_env, log_path=log_path, on_start=on_start)
@@ -165,7 +220,7 @@ def start_run(spec: ExperimentSpec, runs_dir: Path, extra_env: dict[str, str] | 
               on_start: Callable[[subprocess.Popen], None] | None = None) -> LaunchResult:
     check_supported(spec)
     check_data_file(spec)
-    store = create_run(spec, runs_dir, run_id=spec.launch.run_id)
+    store = create_run(spec, runs_dir, run_id=spec.launch.run_id, join=spec.launch.nnodes > 1)
     log_path = store.dir / log_path_name if log_path_name else None
     return launch(spec, store, resume=False, extra_env=extra_env, log_path=log_path, progress=progress, on_start=on_start)
 

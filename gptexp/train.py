@@ -173,7 +173,7 @@ class Trainer:
         if self.resume:
             self.store.truncate_metrics_after(self.counters.step)
         self.store.write_status("running", step=self.counters.step, worker_pid=os.getpid(), error=None,
-                                world_size=self.ctx.world_size)
+                                world_size=self.ctx.world_size, launcher_pid=self.launcher_pid)
         return Tracker(self.store, logger)
 
     def _make_pruning_bridge(self) -> Any:
