@@ -1,0 +1,120 @@
+"""Use a trained run: evaluate its checkpoint on any text file, or sample from it.
+
+Both load the run's own spec, tokenizer.json and checkpoint (best.pt when present, else last.pt;
+`weights_only=True`), so a run directory is all they need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from gptexp.data import TokenSplit
+from gptexp.models import build_model
+from gptexp.objectives import TokenInfo, Window, is_causal, make_batch, metric_sums, metrics_from_sums
+from gptexp.spec import ExperimentSpec, SpecError
+from gptexp.tokenizers import Tokenizer, TokenizerFileError, load_tokenizer
+from gptexp.tracking import RunStore
+
+EVAL_SEED = 0  # masks of an MLM eval are drawn from this seed, so repeated evals agree
+
+
+@dataclass
+class LoadedRun:
+    spec: ExperimentSpec
+    tokenizer: Tokenizer
+    model: nn.Module
+    step: int
+    checkpoint: Path
+
+
+def load_trained_run(run_dir: Path, checkpoint: str = "best") -> LoadedRun:
+    """The run's spec, tokenizer and model with its trained weights, in eval mode."""
+    from gptexp.train import RunFailed, load_checkpoint
+
+    store = RunStore(run_dir)
+    spec = ExperimentSpec.model_validate(yaml.safe_load(store.spec_path.read_text(encoding="utf-8")))
+    try:
+        tokenizer = load_tokenizer(store.tokenizer_path)
+    except TokenizerFileError as error:
+        raise SpecError(str(error)) from None
+    candidates = [store.best_checkpoint, store.last_checkpoint] if checkpoint == "best" else [store.last_checkpoint]
+    path = next((p for p in candidates if p.exists()), None)
+    if path is None:
+        raise SpecError(f"run {store.run_id}: no checkpoint yet in {store.checkpoint_dir}")
+    try:
+        state = load_checkpoint(path)
+    except RunFailed as error:
+        raise SpecError(str(error)) from None
+    model = build_model(spec.model, tokenizer.vocab_size, causal=is_causal(spec.objective))
+    model.load_state_dict(state["model"])
+    model.eval()
+    return LoadedRun(spec, tokenizer, model, int(state["step"]), path)
+
+
+def token_info(tokenizer: Tokenizer) -> TokenInfo:
+    specials = tokenizer.special_tokens
+    return TokenInfo(vocab_size=tokenizer.vocab_size, special_ids=tuple(sorted(specials.values())),
+                     mask_id=specials.get("<mask>"), pad_id=specials.get("<pad>"))
+
+
+def sequential_windows(split: TokenSplit, window: int, batch_size: int, max_batches: int | None) -> list[Window]:
+    """Consecutive, non-overlapping windows covering the text from its start (deterministic)."""
+    n_windows = (len(split) - 1) // (window - 1)
+    if n_windows < 1:
+        raise SpecError(f"the text has {len(split)} tokens; evaluation needs at least model.block_size + 1 = {window}")
+    starts = torch.arange(n_windows) * (window - 1)
+    batches = []
+    for first in range(0, n_windows, batch_size):
+        if max_batches is not None and len(batches) == max_batches:
+            break
+        index = starts[first : first + batch_size, None] + torch.arange(window)[None, :]
+        batches.append(Window(split.ids[index], split.byte_counts[index], split.word_starts[index]))
+    return batches
+
+
+@torch.no_grad()
+def evaluate_text(run: LoadedRun, text: str, batch_size: int, max_batches: int | None) -> dict[str, Any]:
+    """val/loss, val/bpb, val/acc of the run's objective on `text` (unknown characters are <unk>)."""
+    encoded = run.tokenizer.encode_for_training(text)
+    split = TokenSplit(ids=torch.as_tensor(encoded.ids, dtype=torch.long),
+                       byte_counts=torch.as_tensor(encoded.byte_counts, dtype=torch.long),
+                       word_starts=torch.as_tensor(encoded.word_starts, dtype=torch.bool))
+    info = token_info(run.tokenizer)
+    generator = torch.Generator().manual_seed(EVAL_SEED)
+    totals = torch.zeros(4, dtype=torch.float64)
+    windows = sequential_windows(split, run.spec.model.block_size + 1, batch_size, max_batches)
+    for window in windows:
+        batch = make_batch(run.spec.objective, window, info, generator)
+        logits, _ = run.model(batch.inputs)
+        totals += metric_sums(logits.float(), batch.labels, batch.label_bytes)
+    metrics = metrics_from_sums(totals)
+    unknown = run.tokenizer.special_tokens.get("<unk>")
+    return {**metrics, "tokens": int(totals[2]), "bytes": int(totals[3]), "batches": len(windows),
+            "unknown_tokens": int((split.ids == unknown).sum()) if unknown is not None else 0,
+            "step": run.step, "checkpoint": run.checkpoint.name}
+
+
+@torch.no_grad()
+def generate_text(run: LoadedRun, prompt: str, max_new_tokens: int, temperature: float, top_k: int | None,
+                  seed: int, use_cache: bool = True) -> str:
+    """Sample a continuation of `prompt` from a causal model (greedy when temperature is 0)."""
+    if not is_causal(run.spec.objective):
+        raise SpecError(f"generate needs a causal model; this run was trained with objective {run.spec.objective.kind}")
+    ids = run.tokenizer.encode(prompt) if prompt else []
+    if not ids:
+        specials = run.tokenizer.special_tokens
+        start = specials.get("<bos>", specials.get("<eos>"))
+        if start is None:
+            raise SpecError("--prompt: give some text (this tokenizer has no <bos> token to start from)")
+        ids = [start]
+    idx = torch.tensor([ids], dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
+    out = run.model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator,
+                             use_cache=use_cache)
+    return run.tokenizer.decode(out[0].tolist())
