@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from gptexp.spec import SpecError
+from gptexp.launchfiles_cli import register as register_launch_file
 from gptexp.tokenizers.cli import app as tokenizer_app
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(tokenizer_app, name="tokenizer", help="Train tokenizers and export them to Hugging Face format.")
+register_launch_file(app)
 
 stdout = Console()
 stderr = Console(stderr=True)

@@ -155,6 +155,10 @@ def run_torchrun(command: list[str], store: RunStore, extra_env: dict[str, str] 
             signal.signal(sig, handler)
         if output:
             output.close()
+    if not store.status_path.exists():
+        # A node of a multi-node run without a shared filesystem: rank 0 kept the run store on
+        # its own node, so torchrun's exit code is all this node knows.
+        return EXIT_OK if torchrun_code == 0 else EXIT_FAILED
     code, state = exit_code_for(store)
     if state == "running" and not _hosted_rank_zero(store):
         # Multi-node: rank 0 lives on another node and may still be writing its outcome.
@@ -212,7 +216,10 @@ def launch(spec: ExperimentSpec, store: RunStore, resume: bool, extra_env: dict[
         return LaunchResult(store.run_id, store.dir, EXIT_SIGINT, "interrupted")
     command = torchrun_command(spec, store, prepared, resume)
     code = run_torchrun(command, store, extra_env=extra_env, log_path=log_path, on_start=on_start)
-    return LaunchResult(store.run_id, store.dir, code, str(store.read_status().get("status")))
+    status = store.read_status().get("status") if store.status_path.exists() else None
+    if status is None:  # see run_torchrun: rank 0 ran on another node
+        status = "completed on this node; rank 0's node holds the run store" if code == EXIT_OK else "failed"
+    return LaunchResult(store.run_id, store.dir, code, str(status))
 
 
 def start_run(spec: ExperimentSpec, runs_dir: Path, extra_env: dict[str, str] | None = None,

@@ -1,0 +1,366 @@
+"""Launch files for clusters: a Slurm batch script and a Kubeflow PyTorchJob manifest for a spec.
+
+Pure functions from a validated spec and a few facts about the cluster to text; the
+`gptexp launch-file` command (launchfiles_cli.py) writes that text. Every node of a job runs the
+same portable entry point,
+
+    gptexp run SPEC --nnodes N --nproc G --rdzv-endpoint HOST:PORT --run-id ID
+
+rather than torchrun itself, because `gptexp run` also prepares the tokenizer and token cache the
+workers expect, writes the run store and turns the outcome into gptexp's exit codes, the same way
+on every node.
+
+Secrets are never rendered: a W&B key is referenced by name (the job's environment under Slurm,
+the Kubernetes Secret `gptexp-secrets` in a pod), and `check_no_secrets` refuses a text holding the
+value of a secret environment variable or a URL with a password in it.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import yaml
+
+from gptexp.spec import ExperimentSpec, SpecError
+from gptexp.tracking import secrets_in
+
+# Paths inside the image built by docker/Dockerfile (keep the two in step).
+IMAGE_WORKDIR = PurePosixPath("/app")
+IMAGE_RUNS_DIR = IMAGE_WORKDIR / "runs"
+IMAGE_UID = 10001
+POD_SPEC_DIR = PurePosixPath("/etc/gptexp")
+POD_SPEC_FILE = POD_SPEC_DIR / "spec.yaml"
+
+K8S_SECRET = "gptexp-secrets"
+K8S_SECRET_KEYS = {"WANDB_API_KEY": "wandb-api-key"}  # env var in the pod -> key in the Secret
+PYTORCHJOB_CONTAINER = "pytorch"  # the Kubeflow training operator finds the trainer by this name
+PYTORCHJOB_PORT = 23456  # the operator's default rendezvous port (MASTER_PORT)
+SPEC_HEREDOC_END = "GPTEXP_SPEC_END"
+
+_SLURM_TIME = re.compile(r"^(\d+-\d{1,2}(:\d{2}){0,2}|\d+(:\d{2}){0,2})$")  # M, M:S, H:M:S, D-H, D-H:M, D-H:M:S
+_SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")  # room for the operator's "-worker-N"
+_K8S_QUANTITY = re.compile(r"^(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+_URL_WITH_PASSWORD = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+:[^@\s]+@")
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    nodes: int
+    gpus_per_node: int
+    job_name: str
+    partition: str | None = None
+    time: str | None = None
+    cpus_per_task: int | None = None
+
+
+@dataclass(frozen=True)
+class K8sOptions:
+    nodes: int
+    gpus_per_node: int
+    job_name: str
+    image: str = "gptexp:latest"
+    cpu: str | None = None
+    memory: str | None = None
+    runs_pvc: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# checks shared by both targets
+
+
+def nproc_per_node(spec: ExperimentSpec, gpus_per_node: int) -> int:
+    """Processes per node: one per GPU, or launch.nproc on CPU-only nodes (gpus_per_node 0)."""
+    return gpus_per_node if gpus_per_node > 0 else spec.launch.nproc
+
+
+def check_shape(spec: ExperimentSpec, nodes: int, gpus_per_node: int) -> None:
+    """Raise a SpecError when the cluster shape cannot run `spec`."""
+    if nodes < 1:
+        raise SpecError(f"--nodes {nodes}: must be at least 1")
+    if gpus_per_node < 0:
+        raise SpecError(f"--gpus-per-node {gpus_per_node}: must be 0 (CPU nodes) or more")
+    if gpus_per_node == 0 and spec.launch.backend == "nccl":
+        raise SpecError("launch.backend is nccl, which needs GPUs: give --gpus-per-node 1 or more")
+    if gpus_per_node == 0 and spec.train.device == "cuda":
+        raise SpecError("train.device is cuda: give --gpus-per-node 1 or more")
+    if gpus_per_node > 0 and spec.train.device == "cpu":
+        raise SpecError(f"train.device is cpu but --gpus-per-node {gpus_per_node} asks for GPUs: give --gpus-per-node 0")
+
+
+def shipped_spec(spec: ExperimentSpec, nodes: int, nproc: int) -> ExperimentSpec:
+    """The spec as it travels with the job: launch shape filled in, per-job fields left to the flags."""
+    shipped = spec.model_copy(deep=True)
+    shipped.launch.nnodes = nodes
+    shipped.launch.nproc = nproc
+    shipped.launch.rdzv_endpoint = None  # set per job by --rdzv-endpoint
+    shipped.launch.run_id = None  # set per job by --run-id
+    return shipped
+
+
+def dns_label(text: str, max_len: int = 40) -> str:
+    """A lowercase name Slurm, Kubernetes and run ids all accept: `"MLM BPE v2!" -> "mlm-bpe-v2"`."""
+    label = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:max_len].strip("-")
+    return label or "gptexp"
+
+
+def check_no_secrets(text: str, what: str) -> None:
+    """Refuse to write `text` if it holds a secret: a secret env var's value or a URL password."""
+    leaked = secrets_in(text)
+    if leaked:
+        raise SpecError(f"{what} would contain the value of ${leaked[0]}; secrets are referenced by name, "
+                        "never written into launch files (remove it from the spec)")
+    if _URL_WITH_PASSWORD.search(text):
+        raise SpecError(f"{what} would contain a URL with a password; pass secrets through the environment "
+                        f"(Slurm) or the Kubernetes Secret {K8S_SECRET}")
+
+
+def _quoted(text: str) -> str:
+    """`text` safe inside a one-line comment: a newline in a spec name must not start a command."""
+    return repr(text)
+
+
+def run_command(spec_file: str, nodes: int, nproc: int, rdzv_endpoint: str, run_id: str, runs_dir: str) -> list[str]:
+    """The `gptexp run` argv every node starts (no rendezvous flags for a single node)."""
+    command = ["gptexp", "run", spec_file, "--nnodes", str(nodes), "--nproc", str(nproc)]
+    if nodes > 1:
+        command += ["--rdzv-endpoint", rdzv_endpoint]
+    return command + ["--run-id", run_id, "--runs-dir", runs_dir]
+
+
+# ---------------------------------------------------------------------------------------------
+# Slurm
+
+
+def check_slurm_options(options: SlurmOptions) -> None:
+    if not _SLURM_NAME.match(options.job_name):
+        raise SpecError(f"--job-name {options.job_name!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    if options.partition is not None and not re.fullmatch(r"[A-Za-z0-9_.,-]+", options.partition):
+        raise SpecError(f"--partition {options.partition!r}: expected a partition name (letters, digits, '_', '-', ',')")
+    if options.time is not None and not _SLURM_TIME.match(options.time):
+        raise SpecError(f"--time {options.time!r}: expected minutes, HH:MM:SS or D-HH:MM:SS")
+    if options.cpus_per_task is not None and options.cpus_per_task < 1:
+        raise SpecError(f"--cpus-per-task {options.cpus_per_task}: must be at least 1")
+
+
+def slurm_script(spec: ExperimentSpec, options: SlurmOptions) -> str:
+    """An sbatch script that runs `spec` on `options.nodes` nodes, one `gptexp run` per node.
+
+    The resolved spec travels inside the script (a quoted heredoc, so nothing in it is expanded)
+    and is copied to every node's local /tmp with sbcast: no shared filesystem is needed for it.
+    """
+    check_shape(spec, options.nodes, options.gpus_per_node)
+    check_slurm_options(options)
+    nproc = nproc_per_node(spec, options.gpus_per_node)
+    spec_yaml = shipped_spec(spec, options.nodes, nproc).to_yaml()
+    if any(line.strip() == SPEC_HEREDOC_END for line in spec_yaml.splitlines()):
+        raise SpecError(f"the spec contains a line {SPEC_HEREDOC_END!r}, which ends the script's heredoc")
+
+    directives = [f"--job-name={options.job_name}", f"--nodes={options.nodes}", "--ntasks-per-node=1"]
+    if options.gpus_per_node > 0:
+        directives.append(f"--gpus-per-node={options.gpus_per_node}")
+    if options.cpus_per_task is not None:
+        directives.append(f"--cpus-per-task={options.cpus_per_task}")
+    if options.partition is not None:
+        directives.append(f"--partition={options.partition}")
+    if options.time is not None:
+        directives.append(f"--time={options.time}")
+    # SIGTERM two minutes before the time limit: gptexp run forwards it, rank 0 checkpoints.
+    directives += ["--signal=TERM@120", "--output=%x-%j.out"]
+
+    srun = ["srun", '--nodes="$SLURM_NNODES"', "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    if options.cpus_per_task is not None:
+        srun.append('--cpus-per-task="$SLURM_CPUS_PER_TASK"')  # srun no longer inherits it from sbatch
+    run = run_command('"$spec_file"', options.nodes, nproc, '"$head:$port"', '"$run_id"', '"$runs_dir"')
+    # `gptexp run` reads --nnodes from the allocation, so editing `#SBATCH --nodes` keeps them in step.
+    run[run.index("--nnodes") + 1] = '"$SLURM_NNODES"'
+    launch_lines = " \\\n  ".join([" ".join(srun), " ".join(run[:7]), " ".join(run[7:])])
+
+    return "\n".join([
+        "#!/bin/bash",
+        *(f"#SBATCH {directive}" for directive in directives),
+        "#",
+        f"# gptexp experiment {_quoted(spec.name)} on {options.nodes} node(s) x {nproc} process(es); written by",
+        "# `gptexp launch-file --slurm`. Submit from the directory whose runs/ should hold the run:",
+        "#   sbatch THIS_FILE",
+        "#",
+        "# Every node starts `gptexp run SPEC --nnodes N --nproc G --rdzv-endpoint HEAD:PORT --run-id ID`;",
+        "# torchrun's c10d rendezvous on the first node joins them into one job. gptexp run (rather than",
+        "# torchrun) also prepares the tokenizer and token cache and writes the run store.",
+        "#",
+        "# Before you submit:",
+        "#   - gptexp must be on PATH on every node: sbatch passes your environment on, so activate",
+        "#     the virtualenv (on a shared filesystem) first.",
+        f"#   - data.path is absolute ({_quoted(spec.data.path)}): that file must exist on every node.",
+        "#   - Rank 0 writes the run store under $GPTEXP_RUNS_DIR (default: runs/ in the submit",
+        "#     directory); keep it on a shared filesystem to see the run from every node.",
+        "#   - Secrets are not in this file: export WANDB_API_KEY before sbatch for online tracking.",
+        "set -eu",
+        "",
+        'command -v gptexp >/dev/null || { echo "gptexp: not on PATH; activate its environment before sbatch" >&2; exit 2; }',
+        'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)',
+        'port=${GPTEXP_RDZV_PORT:-$((20000 + SLURM_JOB_ID % 20000))}',
+        f'run_id={shlex.quote(dns_label(options.job_name, 40))}-slurm-"$SLURM_JOB_ID"',
+        'runs_dir=${GPTEXP_RUNS_DIR:-$SLURM_SUBMIT_DIR/runs}',
+        'spec_file=/tmp/gptexp-"$SLURM_JOB_ID".spec.yaml',
+        "",
+        "# The validated, resolved spec (quoted heredoc: written as is), then copied to every node.",
+        f"cat > \"$spec_file.src\" <<'{SPEC_HEREDOC_END}'",
+        spec_yaml.rstrip("\n"),
+        SPEC_HEREDOC_END,
+        'sbcast --force "$spec_file.src" "$spec_file"',
+        "",
+        'echo "gptexp: run $run_id on $SLURM_NNODES node(s), rendezvous $head:$port, runs in $runs_dir"',
+        launch_lines,
+        "",
+    ])
+
+
+# ---------------------------------------------------------------------------------------------
+# Kubernetes (Kubeflow training operator)
+
+
+def check_k8s_options(options: K8sOptions) -> None:
+    if not _DNS_LABEL.match(options.job_name):
+        raise SpecError(f"--job-name {options.job_name!r}: use 1-40 lowercase letters, digits or '-' "
+                        "(a Kubernetes name that is also the run id)")
+    if not _IMAGE_REF.match(options.image):
+        raise SpecError(f"--image {options.image!r}: expected an image reference such as registry/gptexp:cuda")
+    for flag, value in (("--cpu", options.cpu), ("--memory", options.memory)):
+        if value is not None and not _K8S_QUANTITY.match(value):
+            raise SpecError(f"{flag} {value!r}: expected a Kubernetes quantity such as 4, 500m, 16Gi")
+    if options.runs_pvc is not None and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", options.runs_pvc):
+        raise SpecError(f"--runs-pvc {options.runs_pvc!r}: expected a PersistentVolumeClaim name")
+    if options.nodes > 1 and options.runs_pvc is None:
+        # Rank 0 writes the run store (metrics, checkpoints, W&B files) in its own pod's runs
+        # directory; without a shared volume it is lost with the pod and a resume finds nothing.
+        raise SpecError(f"--nodes {options.nodes} needs --runs-pvc NAME: a ReadWriteMany PersistentVolumeClaim "
+                        "every pod mounts as the runs directory (the nodes of a run share its run store)")
+
+
+def spec_for_image(spec: ExperimentSpec, local_root: Path) -> tuple[ExperimentSpec, str]:
+    """The spec with data.path as the pods see it, and a note for the user.
+
+    A corpus under `local_root` (the directory the spec was resolved from, normally the repository)
+    moves to the same place under the image's WORKDIR: `<root>/data/x.txt -> /app/data/x.txt`.
+    """
+    moved = spec.model_copy(deep=True)
+    data_path = Path(spec.data.path)
+    try:
+        relative = data_path.relative_to(local_root.resolve())
+    except ValueError:
+        return moved, f"data.path {data_path} must exist in every pod (in the image or a mounted volume)"
+    moved.data.path = str(IMAGE_WORKDIR / relative.as_posix())
+    return moved, f"data.path in the pods: {moved.data.path} (must be in the image; it ships {IMAGE_WORKDIR}/data/)"
+
+
+class _ManifestDumper(yaml.SafeDumper):
+    """Block style for multi-line strings (the shipped spec reads as YAML inside the ConfigMap) and
+    no anchors or aliases: Master and Worker are spelled out, as kubectl users expect to read them."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ManifestDumper.add_representer(str, _represent_str)
+
+
+def _replica(options: K8sOptions, replicas: int, args: list[str], config_map: str) -> dict:
+    limits: dict[str, str | int] = {}
+    if options.gpus_per_node > 0:
+        limits["nvidia.com/gpu"] = options.gpus_per_node
+    if options.cpu is not None:
+        limits["cpu"] = options.cpu
+    if options.memory is not None:
+        limits["memory"] = options.memory
+    runs_volume = ({"persistentVolumeClaim": {"claimName": options.runs_pvc}} if options.runs_pvc
+                   else {"emptyDir": {}})
+    container = {
+        "name": PYTORCHJOB_CONTAINER,
+        "image": options.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["gptexp"],
+        "args": args,
+        "env": [{"name": env, "valueFrom": {"secretKeyRef": {"name": K8S_SECRET, "key": key, "optional": True}}}
+                for env, key in K8S_SECRET_KEYS.items()],
+        "ports": [{"name": "pytorchjob-port", "containerPort": PYTORCHJOB_PORT}],
+        "resources": {"limits": limits},
+        "volumeMounts": [
+            {"name": "spec", "mountPath": str(POD_SPEC_DIR), "readOnly": True},
+            {"name": "runs", "mountPath": str(IMAGE_RUNS_DIR)},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
+    }
+    return {
+        "replicas": replicas,
+        # Never: a restarted container would meet its own run directory; resuming is explicit
+        # (`gptexp run --resume RUN`), as on one machine.
+        "restartPolicy": "Never",
+        "template": {"spec": {
+            "securityContext": {"fsGroup": IMAGE_UID},  # the image's non-root user can write the volumes
+            "containers": [container],
+            "volumes": [
+                {"name": "spec", "configMap": {"name": config_map}},
+                {"name": "runs", **runs_volume},
+                {"name": "dshm", "emptyDir": {"medium": "Memory"}},  # NCCL and workers need more than 64 MB
+            ],
+        }},
+    }
+
+
+def k8s_manifest(spec: ExperimentSpec, options: K8sOptions) -> str:
+    """A ConfigMap holding the resolved spec and a PyTorchJob running it, as multi-document YAML.
+
+    The operator gives each pod MASTER_ADDR and MASTER_PORT (the master pod's service); they form
+    the rendezvous endpoint through Kubernetes' `$(VAR)` expansion in args. --nnodes is written as
+    a number: WORLD_SIZE counts processes, not pods, in recent operators (pods x nprocPerNode).
+    """
+    check_shape(spec, options.nodes, options.gpus_per_node)
+    check_k8s_options(options)
+    nproc = nproc_per_node(spec, options.gpus_per_node)
+    config_map = f"{options.job_name}-spec"
+    labels = {"app.kubernetes.io/name": "gptexp", "gptexp/run-id": options.job_name}
+    args = run_command(str(POD_SPEC_FILE), options.nodes, nproc, "$(MASTER_ADDR):$(MASTER_PORT)",
+                       options.job_name, str(IMAGE_RUNS_DIR))[1:]  # command is "gptexp"
+    replica_specs = {"Master": _replica(options, 1, args, config_map)}
+    if options.nodes > 1:
+        replica_specs["Worker"] = _replica(options, options.nodes - 1, args, config_map)
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": config_map, "labels": labels},
+        "data": {"spec.yaml": shipped_spec(spec, options.nodes, nproc).to_yaml()},
+    }
+    job = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": options.job_name, "labels": labels},
+        "spec": {"runPolicy": {"cleanPodPolicy": "None"}, "pytorchReplicaSpecs": replica_specs},
+    }
+    runs_note = (f"# Runs go to the PersistentVolumeClaim {options.runs_pvc}, mounted at {IMAGE_RUNS_DIR} in every pod."
+                 if options.runs_pvc else
+                 f"# Runs go to an emptyDir at {IMAGE_RUNS_DIR}: copy them out before deleting the job, or use --runs-pvc.")
+    header = "\n".join([
+        f"# gptexp experiment {_quoted(spec.name)} on {options.nodes} pod(s) x {nproc} process(es); written by",
+        "# `gptexp launch-file --k8s`. Needs the Kubeflow training operator (PyTorchJob CRD):",
+        f"#   kubectl apply -f THIS_FILE && kubectl logs -f {options.job_name}-master-0",
+        f"# The run id is the job name ({options.job_name}); a new run needs a new --job-name.",
+        f"# data.path in the spec: {_quoted(spec.data.path)} (must exist in every pod).",
+        runs_note,
+        f"# Secrets are not in this file: W&B reads WANDB_API_KEY from the Secret {K8S_SECRET}, e.g.",
+        f"#   kubectl create secret generic {K8S_SECRET} --from-literal=wandb-api-key=\"$WANDB_API_KEY\"",
+    ])
+    return f"{header}\n{_dump(config)}---\n{_dump(job)}"
+
+
+def _dump(document: dict) -> str:
+    return yaml.dump(document, Dumper=_ManifestDumper, sort_keys=False, width=120)

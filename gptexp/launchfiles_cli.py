@@ -1,0 +1,104 @@
+"""The `gptexp launch-file` command: write a Slurm batch script or a Kubeflow PyTorchJob for a spec.
+
+cli.py adds it with `register(app)`; the rendering itself lives in launchfiles.py (pure functions).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gptexp.spec import SpecError
+
+
+def register(app: typer.Typer) -> None:
+    """Add `launch-file` to `app`."""
+    app.command("launch-file")(launch_file)
+
+
+def launch_file(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="experiment spec (YAML)", show_default=False)],
+    slurm: Annotated[bool, typer.Option("--slurm", help="write an sbatch script")] = False,
+    k8s: Annotated[bool, typer.Option("--k8s", help="write a Kubeflow PyTorchJob manifest (with a ConfigMap holding the spec)")] = False,
+    nodes: Annotated[Optional[int], typer.Option("--nodes", help="nodes (pods); default: the spec's launch.nnodes", show_default=False)] = None,
+    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", help="GPUs per node, one process each; 0 = CPU nodes running launch.nproc processes")] = 1,
+    job_name: Annotated[Optional[str], typer.Option("--job-name", help="job name; default from the spec's name (--k8s: plus a timestamp; it is the run id)", show_default=False)] = None,
+    partition: Annotated[Optional[str], typer.Option("--partition", help="--slurm: partition", show_default=False)] = None,
+    time: Annotated[Optional[str], typer.Option("--time", help="--slurm: time limit, e.g. 04:00:00 or 1-00:00:00", show_default=False)] = None,
+    cpus_per_task: Annotated[Optional[int], typer.Option("--cpus-per-task", help="--slurm: CPUs for each node's task", show_default=False)] = None,
+    image: Annotated[Optional[str], typer.Option("--image", help="--k8s: container image built from docker/Dockerfile (default gptexp:latest)", show_default=False)] = None,
+    cpu: Annotated[Optional[str], typer.Option("--cpu", help="--k8s: CPU limit per pod, e.g. 8 or 500m", show_default=False)] = None,
+    memory: Annotated[Optional[str], typer.Option("--memory", help="--k8s: memory limit per pod, e.g. 32Gi", show_default=False)] = None,
+    runs_pvc: Annotated[Optional[str], typer.Option("--runs-pvc", help="--k8s: PersistentVolumeClaim (ReadWriteMany) mounted as the runs directory of every pod; needed for --nodes > 1 (default: an emptyDir)", show_default=False)] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a spec field: --set train.max_steps=100 (value parsed as YAML); repeatable")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="file to write (default: standard output)", show_default=False)] = None,
+) -> None:
+    """Write a launch file that runs SPEC on a cluster: a Slurm sbatch script (--slurm) or a Kubeflow
+    PyTorchJob manifest (--k8s). Each node runs `gptexp run` with a shared rendezvous and run id;
+    the validated spec travels with the file; secrets never do."""
+    from gptexp import launchfiles
+    from gptexp.cli import fail  # imported here: cli.py imports this module
+
+    if slurm == k8s:
+        fail("choose one target: --slurm or --k8s")
+    given = {"--partition": partition, "--time": time, "--cpus-per-task": cpus_per_task} if k8s else \
+        {"--image": image, "--cpu": cpu, "--memory": memory, "--runs-pvc": runs_pvc}
+    misplaced = [flag for flag, value in given.items() if value is not None]
+    if misplaced:
+        fail(f"{misplaced[0]} is not an option of --{'k8s' if k8s else 'slurm'}")
+    if out is not None and out.is_dir():
+        fail(f"--out {out}: is a directory, expected a file path")
+    if out is not None and not out.parent.is_dir():
+        fail(f"--out {out}: directory {out.parent} does not exist")
+    try:
+        spec = _load(spec_path, overrides or [])
+        nodes = spec.launch.nnodes if nodes is None else nodes
+        name = launchfiles.dns_label(spec.name, 24)
+        if slurm:
+            notes = [] if Path(spec.data.path).is_file() else \
+                [f"data.path {spec.data.path} is not on this machine; it must exist on every node"]
+            options = launchfiles.SlurmOptions(nodes=nodes, gpus_per_node=gpus_per_node, job_name=job_name or name,
+                                               partition=partition, time=time, cpus_per_task=cpus_per_task)
+            text = launchfiles.slurm_script(spec, options)
+            next_step = f"sbatch {out}"
+        else:
+            spec, note = launchfiles.spec_for_image(spec, Path.cwd())
+            notes = [note]
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+            options = launchfiles.K8sOptions(nodes=nodes, gpus_per_node=gpus_per_node,
+                                             job_name=job_name or f"{name}-{stamp}", image=image or "gptexp:latest",
+                                             cpu=cpu, memory=memory, runs_pvc=runs_pvc)
+            text = launchfiles.k8s_manifest(spec, options)
+            next_step = f"kubectl apply -f {out}"
+        launchfiles.check_no_secrets(text, "the launch file")
+    except SpecError as error:
+        fail(str(error))
+
+    from rich.markup import escape
+
+    from gptexp.cli import stderr
+
+    for note in notes:
+        stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False, markup=True, soft_wrap=True)
+    if out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as error:
+        fail(f"--out {out}: cannot write ({error.strerror})")
+    stderr.print(f"wrote {out}; next: {next_step}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _load(spec_path: Path, overrides: list[str]):  # -> ExperimentSpec
+    """Load and validate the spec as `gptexp run` would, refusing kinds this version cannot run."""
+    from gptexp.launch import check_supported
+    from gptexp.spec import load_spec
+
+    spec = load_spec(spec_path, overrides)
+    check_supported(spec)
+    return spec
