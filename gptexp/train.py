@@ -142,7 +142,8 @@ class Trainer:
             wrapped = torch.compile(wrapped)
         if self.ctx.distributed:
             device_ids = [self.ctx.local_rank] if self.ctx.device.type == "cuda" else None
-            wrapped = DistributedDataParallel(wrapped, device_ids=device_ids)
+            # The model's buffers (causal mask, RoPE tables) are constants: no per-step broadcast.
+            wrapped = DistributedDataParallel(wrapped, device_ids=device_ids, broadcast_buffers=False)
         self.train_model = wrapped
         self.autocast_dtype = self._autocast_dtype()
         self.tracker = self._make_tracker() if self.ctx.is_main else None

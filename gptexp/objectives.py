@@ -1,0 +1,201 @@
+"""Objectives: how a window of T+1 tokens becomes (inputs, labels), and the evaluation metrics.
+
+clm   inputs = ids[:, :-1], labels = ids[:, 1:]: predict the next token (causal attention).
+mlm   BERT masking of the first T tokens; labels = the original token at each chosen position.
+mntp  masked as mlm, but the label of a masked token i sits at position i - 1 (LLM2Vec).
+
+Labels are -100 wherever nothing is predicted, so the model never knows which objective it trains
+on. Masking is a pure function: ids and a torch.Generator in, new tensors out, no Python loop over
+tokens, the generator the only source of randomness.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from gptexp.spec import ObjectiveSpec
+
+IGNORE_INDEX = -100  # a label that is not predicted (F.cross_entropy's ignore_index)
+
+# BERT's split of the chosen positions. The model must predict even where the input looks
+# untouched (KEEP) or wrong (RANDOM), so it cannot learn that only <mask> positions matter.
+MASK_SHARE = 0.8  # replaced by <mask>
+RANDOM_SHARE = 0.1  # replaced by a random non-special token
+KEEP_SHARE = 1.0 - MASK_SHARE - RANDOM_SHARE  # left as they are (still predicted)
+
+# metric_sums returns these four sums, in this order, as one float64 tensor.
+METRIC_SUM_FIELDS = ("loss_sum", "correct", "count", "bytes")
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What masking needs to know about the tokenizer (built by the trainer)."""
+
+    vocab_size: int
+    special_ids: tuple[int, ...]  # never masked, never used as a random replacement
+    mask_id: int | None
+    pad_id: int | None
+
+
+@dataclass
+class Window:
+    """T+1 consecutive tokens per row, as the data pipeline samples them."""
+
+    ids: torch.Tensor  # (B, T+1) long
+    byte_counts: torch.Tensor  # (B, T+1) long: UTF-8 bytes each token stands for
+    word_starts: torch.Tensor  # (B, T+1) bool: True where a pre-split word (regex chunk) begins
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor  # (B, T) long
+    labels: torch.Tensor  # (B, T) long, -100 = not predicted
+    label_bytes: torch.Tensor  # (B, T) long: UTF-8 bytes of each label token, 0 where labels == -100
+
+
+def is_causal(objective: ObjectiveSpec) -> bool:
+    """clm needs causal attention; mlm and mntp see the whole window."""
+    return objective.kind == "clm"
+
+
+def special_mask(ids: torch.Tensor, info: TokenInfo) -> torch.Tensor:
+    """True where ids is a special token (pad included)."""
+    specials = set(info.special_ids) | ({info.pad_id} if info.pad_id is not None else set())
+    return torch.isin(ids, torch.tensor(sorted(specials), dtype=ids.dtype, device=ids.device))
+
+
+def replacement_ids(info: TokenInfo, device: torch.device) -> torch.Tensor:
+    """The ids a random replacement may take: every non-special id, ascending."""
+    all_ids = torch.arange(info.vocab_size, device=device)
+    return all_ids[~special_mask(all_ids, info)]
+
+
+def word_index(word_starts: torch.Tensor) -> torch.Tensor:
+    """Number of the word each position belongs to (B, T), counted row-major over the batch.
+
+    Column 0 always begins a word: a window that starts inside a word has that word's tail as its
+    own unit. `word_index([[1, 0, 1], [0, 1, 0]]) -> [[0, 0, 1], [2, 3, 3]]`
+    """
+    starts = torch.cat((torch.ones_like(word_starts[:, :1]), word_starts[:, 1:]), dim=1)
+    return starts.flatten().long().cumsum(0).view(starts.shape) - 1
+
+
+def mask_tokens(ids: torch.Tensor, maskable: torch.Tensor, info: TokenInfo, mask_prob: float,
+                generator: torch.Generator, word_starts: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: (new input ids (B, T), chosen positions (B, T) bool); ids is never modified.
+
+    maskable (B, T) says which positions may be chosen; special and pad ids are excluded anyway.
+    Token unit (word_starts None): each maskable position is chosen with probability mask_prob.
+    Word unit: each word (see `word_index`) is chosen with probability mask_prob, one draw per
+    word in order, and all its maskable tokens are chosen; the 80/10/10 decision is also drawn per
+    word, so a word is hidden entirely or not at all and a character model and a BPE model of the
+    same text hide the same characters. If nothing is chosen in the whole batch, the maskable
+    position (word) with the smallest draw is chosen, so the loss is always defined.
+    Chosen positions become <mask> (MASK_SHARE), a random non-special id (RANDOM_SHARE) or stay.
+
+    The generator (on ids' device) is drawn in a fixed order whatever the content: choice,
+    action, random ids; the same generator state gives the same result.
+    """
+    if info.mask_id is None:
+        raise ValueError("masking needs a tokenizer with a <mask> token (TokenInfo.mask_id is None)")
+    if not 0.0 < mask_prob < 1.0:
+        raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
+    device = ids.device
+    maskable = maskable & ~special_mask(ids, info)
+    if word_starts is None:
+        choice_draws = torch.rand(ids.shape, generator=generator, device=device)
+        action_draws = torch.rand(ids.shape, generator=generator, device=device)
+        chosen = (choice_draws < mask_prob) & maskable
+        if not chosen.any() and maskable.any():
+            forced = choice_draws.masked_fill(~maskable, 2.0).flatten().argmin()
+            chosen = torch.zeros_like(maskable).flatten().index_fill(0, forced, True).view_as(maskable)
+    else:
+        word_of = word_index(word_starts)  # (B, T)
+        n_words = int(word_of[-1, -1]) + 1 if word_of.numel() else 0
+        word_draws = torch.rand(n_words, generator=generator, device=device)
+        word_actions = torch.rand(n_words, generator=generator, device=device)
+        word_maskable = torch.zeros(n_words, dtype=torch.bool, device=device)
+        word_maskable[word_of[maskable]] = True  # a word counts if any of its tokens may be masked
+        word_chosen = (word_draws < mask_prob) & word_maskable
+        if not word_chosen.any() and word_maskable.any():
+            forced = word_draws.masked_fill(~word_maskable, 2.0).argmin()
+            word_chosen = torch.zeros_like(word_maskable).index_fill(0, forced.view(1), True)
+        chosen = word_chosen[word_of] & maskable  # (B, T)
+        action_draws = word_actions[word_of]  # (B, T): one decision per word
+    candidates = replacement_ids(info, device)
+    random_ids = candidates[torch.randint(len(candidates), ids.shape, generator=generator, device=device)]
+    to_mask = chosen & (action_draws < MASK_SHARE)
+    to_random = chosen & (action_draws >= MASK_SHARE) & (action_draws < MASK_SHARE + RANDOM_SHARE)
+    new_ids = torch.where(to_random, random_ids, ids).masked_fill(to_mask, info.mask_id)
+    return new_ids, chosen
+
+
+def make_batch(objective: ObjectiveSpec, window: Window, info: TokenInfo, generator: torch.Generator) -> Batch:
+    """(inputs, labels, label_bytes), each (B, T), from a window of T+1 tokens.
+
+    clm uses all T+1 tokens (shifted by one). mlm and mntp use the first T: the masked tokens must
+    be in the inputs so that 80/10/10 applies to every one of them. mntp then moves each label one
+    position left (logits at i - 1 predict token i, as LLM2Vec shifts logits[:, :-1] against
+    labels[:, 1:]); token 0 is never chosen (no position precedes it) and the last position
+    predicts nothing. A clm target that is the pad id is not predicted.
+    """
+    if objective.kind == "clm":
+        labels = window.ids[:, 1:]
+        if info.pad_id is not None:
+            labels = labels.masked_fill(labels == info.pad_id, IGNORE_INDEX)
+        label_bytes = window.byte_counts[:, 1:].masked_fill(labels == IGNORE_INDEX, 0)
+        return Batch(inputs=window.ids[:, :-1], labels=labels, label_bytes=label_bytes)
+    if objective.kind not in ("mlm", "mntp"):
+        raise ValueError(f"unknown objective {objective.kind!r}")
+
+    T = window.ids.size(1) - 1
+    ids, byte_counts = window.ids[:, :T], window.byte_counts[:, :T]
+    word_starts = window.word_starts[:, :T] if objective.mask_unit == "word" else None
+    maskable = ~special_mask(ids, info)  # a new tensor: editing it leaves the window alone
+    if objective.kind == "mntp":
+        maskable[:, 0] = False
+    inputs, chosen = mask_tokens(ids, maskable, info, objective.mask_prob, generator, word_starts)
+    labels = ids.masked_fill(~chosen, IGNORE_INDEX)
+    label_bytes = byte_counts.masked_fill(~chosen, 0)
+    if objective.kind == "mntp":
+        labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # label of token i at i - 1
+        label_bytes = F.pad(label_bytes[:, 1:], (0, 1), value=0)
+    return Batch(inputs=inputs, labels=labels, label_bytes=label_bytes)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+
+
+def metric_sums(logits: torch.Tensor, labels: torch.Tensor, label_bytes: torch.Tensor) -> torch.Tensor:
+    """float64 tensor [loss_sum, correct, count, bytes] over the predicted tokens (labels != -100).
+
+    Sums, not means, so batches add with `+` and ranks combine with one all_reduce(SUM); the
+    tensor stays on the logits' device (no host sync per batch). See METRIC_SUM_FIELDS.
+    """
+    predicted = labels != IGNORE_INDEX
+    loss_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
+    correct = ((logits.argmax(dim=-1) == labels) & predicted).sum()
+    n_bytes = label_bytes.masked_fill(~predicted, 0).sum()
+    return torch.stack([loss_sum.double(), correct.double(), predicted.sum().double(), n_bytes.double()])
+
+
+def metrics_from_sums(sums: torch.Tensor) -> dict[str, float]:
+    """val/loss (nats per predicted token), val/bpb (bits per UTF-8 byte), val/acc; NaN when empty.
+
+    bpb = loss_sum / (ln 2 * bytes): summed nats over the bytes the predicted tokens stand for,
+    the one number comparable across tokenizers.
+    """
+    loss_sum, correct, count, n_bytes = sums.tolist()
+    nan = float("nan")
+    return {
+        "val/loss": loss_sum / count if count else nan,
+        "val/bpb": loss_sum / (math.log(2) * n_bytes) if n_bytes else nan,
+        "val/acc": correct / count if count else nan,
+    }
