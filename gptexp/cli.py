@@ -18,6 +18,7 @@ from rich.console import Console
 
 from gptexp.spec import SpecError
 from gptexp.launchfiles_cli import register as register_launch_file
+from gptexp.sweep_cli import register as register_sweep
 from gptexp.tokenizers.cli import app as tokenizer_app
 
 app = typer.Typer(
@@ -29,7 +30,6 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(tokenizer_app, name="tokenizer", help="Train tokenizers and export them to Hugging Face format.")
-register_launch_file(app)
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -179,9 +179,11 @@ def eval_command(
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best (lowest val/bpb, falls back to last) or last")] = "best",
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
-    """Evaluate a run's checkpoint with its own objective on a text file; prints one JSON object
-    with val/loss, val/bpb and val/acc. Characters a char tokenizer never saw count as <unk>, and
-    their bytes still count in val/bpb."""
+    """Evaluate a run's checkpoint on a text file; prints JSON with val/loss, val/bpb, val/acc.
+
+    The run's own objective is used (MLM masks are seeded, so repeated evals agree). Characters a
+    char tokenizer never saw count as <unk>, and their bytes still count in val/bpb.
+    """
     from gptexp.spec import SpecError
 
     if checkpoint not in ("best", "last"):
@@ -251,8 +253,13 @@ def report(
     project: Annotated[str, typer.Option("--project", help="W&B project for --wandb")] = "gptexp",
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
-    """Compare runs: a summary table led by val/bpb, curves against steps and bytes of text seen,
-    a grouped comparison (--by), and a study's optimization plots, as one self-contained HTML file."""
+    """Compare runs in one self-contained HTML report (and a Markdown twin).
+
+    It holds a summary table led by val/bpb, curves against steps and against bytes of text seen
+    (the fair x-axis across tokenizers), a grouped comparison (--by tokenizer.kind: mean ± std
+    over seeds), and for --study the optimization history, parameter importances and parallel
+    coordinates. Running, crashed and failed runs are shown with their status.
+    """
     from gptexp.report import build_report, filter_runs
     from gptexp.tracking import RunStoreError, list_runs, load_run, run_dir_for
 
@@ -288,17 +295,23 @@ def report(
 def _load_study(study: str, storage: str | None, runs_dir: Path):  # -> optuna.Study | None
     """The Optuna study for the report's plots, or None (with a note) when it cannot be opened."""
     try:
-        from gptexp.sweep import default_storage_url, open_storage
-
-        url = storage or default_storage_url(runs_dir)
         import optuna
 
+        from gptexp.pruning import open_storage
+        from gptexp.sweep import default_storage_url
+
+        url = storage or default_storage_url(runs_dir)
         return optuna.load_study(study_name=study, storage=open_storage(url))
     except Exception as error:  # noqa: BLE001 - the report is still useful without the study plots
         from gptexp.tracking import redact
 
         stderr.print(f"[yellow]note:[/] study plots left out: {redact(str(error))}", highlight=False)
         return None
+
+
+# Registered last so `gptexp --help` lists the everyday commands first.
+register_sweep(app)
+register_launch_file(app)
 
 
 def main() -> None:

@@ -37,9 +37,11 @@ def launch_file(
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a spec field: --set train.max_steps=100 (value parsed as YAML); repeatable")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="file to write (default: standard output)", show_default=False)] = None,
 ) -> None:
-    """Write a launch file that runs SPEC on a cluster: a Slurm sbatch script (--slurm) or a Kubeflow
-    PyTorchJob manifest (--k8s). Each node runs `gptexp run` with a shared rendezvous and run id;
-    the validated spec travels with the file; secrets never do."""
+    """Write a Slurm sbatch script (--slurm) or a Kubeflow PyTorchJob manifest (--k8s) for SPEC.
+
+    Each node runs `gptexp run` with a shared rendezvous and run id; the validated spec travels
+    with the file; secrets never do.
+    """
     from gptexp import launchfiles
     from gptexp.cli import fail  # imported here: cli.py imports this module
 

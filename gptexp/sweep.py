@@ -1,0 +1,575 @@
+"""Sweeps: an Optuna study whose trials are gptexp runs.
+
+`gptexp sweep SWEEP` creates the study, or loads it (`load_if_exists`), and runs trials until the
+study holds `n_trials` of them. Each trial samples the space (`suggest`, the one place the YAML
+space turns into `trial.suggest_*`), builds its experiment by overrides on the base spec, and is
+launched by `launch.start_run` as a normal run: its own run directory, its output in
+`<run_dir>/output.log`, W&B group = study name, tags `study:<name>` and `trial:<n>`. The trial's
+value is the run's final metric from summary.json; user attrs `run_id` and `run_dir` point to it.
+
+n_trials is a TOTAL: a second `gptexp sweep` on the same study resumes it and adds trials up to
+n_trials (raise n_trials to add more). Every trial counts once, whatever its end (complete, pruned,
+failed), except a failed trial that was queued again: its retry counts in its place. Several
+processes may work on one study: a gate (a PostgreSQL advisory lock, a file lock for SQLite, plus a
+thread lock) makes "count, then create or take a trial" atomic, so the study never overshoots, and
+a process leaves only when no trial of the study is still running anywhere (it waits, so a trial
+whose worker died is failed after its grace period and its retry is run here).
+
+Failures. A run that fails (exit 1) makes its trial FAIL with the run's redacted error in the
+`error` user attr; bad input (exit 2) too. Failed runs are queued again with the same params up to
+`retries` times, and so are trials whose worker died (SIGKILL, lost machine): the storage's
+heartbeat (heartbeat_interval, grace_period; RDBStorage only, inside `study.optimize`) lets the
+next process fail them, and the stale-trial callback queues them again. The retry protocol is
+Optuna's RetryHeartbeatStaleTrialCallback's (system attrs `failed_trial`, `retry_history`), except
+that the dead run's user attrs are not copied. Ctrl-C (SIGINT/SIGTERM) is forwarded once to every
+running torchrun; those runs checkpoint and stop, their trials end FAIL with `interrupted` and are
+queued again (not counted against `retries`), and `gptexp sweep` exits 130 (143). Run it again to
+resume.
+
+Storage. Default: SQLite at `<runs_dir>/optuna.db` (WAL journal, 60 s busy timeout, heartbeats).
+It serves any --workers in one process and the trial processes' pruning reports on the same
+machine; several `gptexp sweep` processes on one machine also work (file lock), but SQLite needs a
+local filesystem (no NFS) and serializes every write, so for several machines or many workers use
+PostgreSQL: `--storage postgresql+psycopg://user:pw@host/db` (`pip install gptexp[postgres]`).
+Optuna's JournalStorage was not chosen: it has no heartbeats, so a killed worker's trial would stay
+RUNNING forever. The URL travels to trials only in the environment (GPTEXP_OPTUNA_STORAGE), never in
+a spec, run directory, log or W&B config; printed URLs are redacted.
+
+Workers. `--workers K` runs K trials at once (threads, each waiting on its own torchrun). If
+K × launch.nproc exceeds this machine's CPUs, each trial's nproc is lowered to max(1, CPUs // K),
+and OMP_NUM_THREADS is set to max(1, CPUs // (K × nproc)) so trials do not fight over cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from hashlib import sha256
+from pathlib import Path
+from types import FrameType
+from typing import Any, Callable, Iterator
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from gptexp import launch
+from gptexp.pruning import (ENV_METRIC, ENV_PRUNER, ENV_STORAGE, ENV_STUDY, ENV_TRIAL, ENV_TRIAL_ID, build_pruner,
+                            open_storage)
+from gptexp.spec import CategoricalParam, ExperimentSpec, FloatParam, IntParam, SpecError, SweepSpec
+from gptexp.tracking import RunStore, new_run_id, read_json, redact
+
+DEFAULT_STORAGE_FILE = "optuna.db"
+POLL_S = 2.0  # how often a process with nothing to start looks for retries and finished trials
+EXIT_OK, EXIT_ERROR = 0, 1
+
+
+def default_storage_url(runs_dir: Path) -> str:
+    return f"sqlite:///{(Path(runs_dir) / DEFAULT_STORAGE_FILE).resolve()}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a `sqlite:///path` URL, None for other storages."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def prepare_sqlite(url: str) -> None:
+    """Create the directory and switch the database to WAL (readers never block the writer)."""
+    path = sqlite_path(url)
+    if path is None:
+        return
+    import sqlite3
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
+# ---------------------------------------------------------------------------------------------
+# the search space: data in, trial.suggest_* out (the one place)
+
+
+def suggest(trial: optuna.Trial, space: dict[str, FloatParam | IntParam | CategoricalParam]) -> dict[str, Any]:
+    """Sample every param of `space`; the param name is its dotted spec path."""
+    values: dict[str, Any] = {}
+    for path, param in space.items():
+        if isinstance(param, CategoricalParam):
+            values[path] = trial.suggest_categorical(path, param.choices)
+        elif isinstance(param, IntParam):
+            values[path] = trial.suggest_int(path, param.low, param.high, step=param.step, log=param.log)
+        else:
+            values[path] = trial.suggest_float(path, param.low, param.high, step=param.step, log=param.log)
+    return values
+
+
+def make_sampler(sweep: SweepSpec) -> optuna.samplers.BaseSampler:
+    kind, seed = sweep.sampler.kind, sweep.sampler.seed
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "grid":
+        return optuna.samplers.GridSampler(sweep.grid(), seed=seed)
+    if kind == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    # constant_liar: running trials count as (pessimistic) results, so parallel trials spread out.
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+
+
+def trial_budget(sweep: SweepSpec) -> int:
+    """n_trials, capped at the grid's size for a grid search."""
+    if sweep.sampler.kind == "grid":
+        return min(sweep.n_trials, math.prod(len(values) for values in sweep.grid().values()))
+    return sweep.n_trials
+
+
+# ---------------------------------------------------------------------------------------------
+# counting and retrying trials
+
+
+@dataclass
+class Budget:
+    counted: int  # trials that count towards n_trials (a retried failure is replaced by its retry)
+    waiting: int  # queued retries
+    running: int  # running anywhere (this process, another one, or a dead one not yet failed)
+
+
+def superseded(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of failed trials that were queued again (their retries carry them in retry_history)."""
+    return {number for t in trials for number in t.system_attrs.get("retry_history", [])}
+
+
+def count_trials(study: optuna.Study) -> Budget:
+    trials = study.get_trials(deepcopy=False)
+    replaced = superseded(trials)
+    counted = [t for t in trials if t.number not in replaced]
+    return Budget(counted=len(counted),
+                  waiting=sum(t.state == TrialState.WAITING for t in counted),
+                  running=sum(t.state == TrialState.RUNNING for t in trials))
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial, max_retry: int | None) -> bool:
+    """Queue a failed trial again with the same params (Optuna's retry protocol); False at the limit."""
+    system_attrs: dict[str, Any] = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs}
+    system_attrs["retry_history"] = [*system_attrs["retry_history"], trial.number]
+    if max_retry is not None and len(system_attrs["retry_history"]) > max_retry:
+        return False
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        system_attrs=system_attrs,
+    ))
+    return True
+
+
+class RetryStaleTrial:
+    """The storage's heartbeat_stale_trial_callback: a trial whose worker died is queued again."""
+
+    def __init__(self, max_retry: int) -> None:
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        requeue(study, trial, self.max_retry)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+# ---------------------------------------------------------------------------------------------
+# the gate: count, then create or take a trial, atomically across threads and processes
+
+
+class StudyGate:
+    """A thread lock plus a lock shared by every process of the study (PostgreSQL advisory lock,
+    or flock on a file beside the SQLite database; other storages: this process only)."""
+
+    def __init__(self, url: str, study_name: str) -> None:
+        self._thread_lock = threading.Lock()
+        self._local = threading.local()
+        self._file = None
+        self._connection = None
+        self._key = int.from_bytes(sha256(f"gptexp-sweep:{study_name}".encode()).digest()[:8], "big", signed=True)
+        db = sqlite_path(url)
+        if db is not None:
+            self._file = open(db.with_name(db.name + ".lock"), "a+b")  # noqa: SIM115 - held for the sweep
+        elif url.startswith("postgresql"):
+            import sqlalchemy
+
+            engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+            self._connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+    @property
+    def held(self) -> bool:
+        return getattr(self._local, "held", False)
+
+    def acquire(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            if self._file is not None:
+                import fcntl
+
+                fcntl.flock(self._file, fcntl.LOCK_EX)
+            elif self._connection is not None:
+                import sqlalchemy
+
+                self._connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self._key})
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        self._local.held = True
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self._local.held = False
+        try:
+            if self._file is not None:
+                import fcntl
+
+                fcntl.flock(self._file, fcntl.LOCK_UN)
+            elif self._connection is not None:
+                import sqlalchemy
+
+                self._connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+        finally:
+            self._thread_lock.release()
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self._connection is not None:
+            self._connection.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweep
+
+
+class TrialRunFailed(Exception):
+    """The trial's run failed (or its spec was bad); the trial ends FAIL."""
+
+
+class TrialInterrupted(Exception):
+    """The sweep was asked to stop while the trial ran; the trial ends FAIL and is queued again."""
+
+
+@dataclass
+class SweepResult:
+    exit_code: int
+    study_name: str
+    storage_url: str
+    started: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def open_study(sweep: SweepSpec, storage_url: str) -> optuna.Study:
+    """Create the study or load it; a loaded study must agree on direction and metric."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    prepare_sqlite(storage_url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = open_storage(storage_url, heartbeat_interval=sweep.heartbeat_interval,
+                               grace_period=sweep.grace_period,
+                               heartbeat_stale_trial_callback=RetryStaleTrial(sweep.retries))
+    sampler, pruner = make_sampler(sweep), build_pruner(sweep.pruner.model_dump(mode="json"))
+    try:
+        study = optuna.create_study(study_name=sweep.study, storage=storage, sampler=sampler, pruner=pruner,
+                                    direction=sweep.direction)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=str(sweep.study), storage=storage, sampler=sampler, pruner=pruner)
+        # A process that resumes or joins a study must not replay the seed's first draws: it
+        # would repeat the params of the study's first trials.
+        study.sampler.reseed_rng()
+    where = f"study {sweep.study!r} in {redact(storage_url)}"
+    if study.direction.name.lower() != sweep.direction:
+        raise SpecError(f"{sweep.source}: direction: {sweep.direction}, but {where} was created to {study.direction.name.lower()}")
+    attrs = study.user_attrs
+    if attrs.get("metric", sweep.metric) != sweep.metric:
+        raise SpecError(f"{sweep.source}: metric: {sweep.metric}, but {where} optimizes {attrs['metric']}")
+    if "metric" not in attrs:
+        study.set_user_attr("metric", sweep.metric)
+        study.set_user_attr("experiment", sweep.experiment)
+        study.set_user_attr("sweep", str(sweep.source))
+    return study
+
+
+class Sweep:
+    """One `gptexp sweep` process: `workers` threads that each start trials until the study is full."""
+
+    def __init__(self, sweep: SweepSpec, runs_dir: Path, storage_url: str | None = None,
+                 log: Callable[[str], None] = print, cpus: int | None = None) -> None:
+        self.sweep = sweep
+        self.runs_dir = Path(runs_dir).resolve()
+        self.storage_url = storage_url or sweep.storage or default_storage_url(self.runs_dir)
+        self.log = log
+        self.cpus = cpus or len(os.sched_getaffinity(0))
+        self.n_trials = trial_budget(sweep)
+        self._stop = threading.Event()
+        self._signal: int | None = None
+        self._processes: dict[int, subprocess.Popen] = {}
+        self._signalled: set[int] = set()
+        self._lock = threading.Lock()  # guards _processes and the sampler
+        self._outcomes: dict[int, str] = {}  # trial number -> failed | bad input | interrupted
+        self._errors: list[str] = []
+        self._started = 0
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> SweepResult:
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.study = open_study(self.sweep, self.storage_url)
+        self.gate = StudyGate(self.storage_url, self.sweep.study or "")
+        self.deadline = time.monotonic() + self.sweep.timeout if self.sweep.timeout else None
+        self.log(f"study {self.sweep.study} ({redact(self.storage_url)}): {self.n_trials} trials, "
+                 f"{self.sweep.workers} at once, {self.sweep.direction} {self.sweep.metric}")
+        on_main = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} if on_main else {}
+        threads = [threading.Thread(target=self._worker, name=f"sweep-worker-{i}", daemon=True)
+                   for i in range(self.sweep.workers)]
+        try:
+            for thread in threads:
+                thread.start()
+            while any(thread.is_alive() for thread in threads):
+                for thread in threads:
+                    thread.join(timeout=0.2)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.gate.close()
+        if self._signal is not None:
+            code = launch.EXIT_SIGINT if self._signal == signal.SIGINT else launch.EXIT_SIGTERM
+        else:
+            code = EXIT_ERROR if self._errors else EXIT_OK
+        return SweepResult(code, self.sweep.study or "", self.storage_url, self._started, list(self._errors))
+
+    def stop(self, signum: int = signal.SIGINT) -> None:
+        """Start no new trial; forward `signum` once to every running torchrun."""
+        if self._signal is None:
+            self._signal = signum
+        self._stop.set()
+        with self._lock:
+            for pid, process in self._processes.items():
+                if pid not in self._signalled and process.poll() is None:
+                    self._signalled.add(pid)
+                    process.send_signal(signum)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if not self._stop.is_set():
+            self.log(f"{signal.Signals(signum).name}: stopping running trials (they checkpoint and are queued again)")
+        self.stop(signum)
+
+    def _worker(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self.deadline is not None and time.monotonic() > self.deadline:
+                    break
+                self.gate.acquire()
+                try:
+                    fail_stale_trials(self.study)
+                    budget = count_trials(self.study)
+                    if budget.waiting or budget.counted < self.n_trials:
+                        self.study.optimize(self._objective, n_trials=1, catch=(TrialRunFailed, TrialInterrupted),
+                                            callbacks=[self._after_trial])
+                        continue
+                finally:
+                    self.gate.release()  # the objective released it once its trial existed
+                if budget.running == 0:
+                    break
+                # Trials still run (here, elsewhere, or dead and not yet failed): one of them may
+                # fail and be queued again, so wait for them rather than leave.
+                self._stop.wait(min(POLL_S, self.sweep.heartbeat_interval))
+        except Exception as error:  # noqa: BLE001 - report, stop starting trials, let others finish
+            message = redact(f"{type(error).__name__}: {error}")
+            self._errors.append(message)
+            self.log(f"sweep worker stopped: {message}")
+            self._stop.set()
+
+    # -- one trial --------------------------------------------------------------------------
+    def _objective(self, trial: optuna.Trial) -> float:
+        self.gate.release()  # the trial exists (created or taken from the queue): others may go on
+        number = trial.number
+        with self._lock:
+            values = suggest(trial, self.sweep.space)
+        if self._stop.is_set():
+            self._outcomes[number] = "interrupted"
+            raise TrialInterrupted("the sweep was stopped before the trial started")
+        try:
+            spec = self.trial_spec(number, values)
+        except SpecError as error:
+            return self._fail(trial, "bad input", str(error))
+        run_dir = self.runs_dir / str(spec.launch.run_id)
+        trial.set_user_attr("run_id", run_dir.name)
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("host", socket.gethostname())  # several machines may share one study
+        retry = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+        self._started += 1
+        self.log(f"trial {number} started{f' (retry of {retry})' if retry is not None else ''}: "
+                 f"run {run_dir.name} {format_params(values)}")
+        started = time.monotonic()
+        try:
+            result = launch.start_run(spec, self.runs_dir, extra_env=self.trial_env(trial, spec),
+                                      log_path_name="output.log", on_start=self._track)
+        except SpecError as error:  # found while preparing data (a split too small, ...)
+            return self._fail(trial, "bad input", str(error))
+        wall = time.monotonic() - started
+        summary = RunStore(result.run_dir).read_summary()
+        trial.set_user_attr("status", result.status)
+        trial.set_user_attr("wall_time_s", round(wall, 3))
+        for key in ("steps", "train_time_s"):
+            if key in summary:
+                trial.set_user_attr(key, summary[key])
+        if result.exit_code == launch.EXIT_OK:
+            value = summary.get(self.sweep.metric)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                return self._fail(trial, "failed", f"summary.json has no finite {self.sweep.metric} ({value!r})")
+            return float(value)
+        if result.exit_code == launch.EXIT_PRUNED:
+            raise optuna.TrialPruned(f"pruned at step {summary.get('steps')}")
+        if result.status == "interrupted" or self._stop.is_set():
+            trial.set_user_attr("interrupted", True)
+            self._outcomes[number] = "interrupted"
+            raise TrialInterrupted(f"run {result.run_id} was interrupted")
+        error = RunStore(result.run_dir).read_status().get("error") or f"run exited {result.exit_code}"
+        return self._fail(trial, "bad input" if result.exit_code == launch.EXIT_BAD_INPUT else "failed", str(error))
+
+    def _fail(self, trial: optuna.Trial, outcome: str, error: str) -> float:
+        self._outcomes[trial.number] = outcome
+        trial.set_user_attr("error", redact(error))
+        raise TrialRunFailed(redact(error))
+
+    def _track(self, process: subprocess.Popen) -> None:
+        with self._lock:
+            self._processes[process.pid] = process
+        if self._stop.is_set():  # stopped while this trial prepared its data
+            self.stop(self._signal or signal.SIGINT)
+
+    def _after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        with self._lock:
+            for pid in [pid for pid, p in self._processes.items() if p.poll() is not None]:
+                del self._processes[pid]
+        outcome = self._outcomes.pop(trial.number, None)
+        value = f" {self.sweep.metric}={trial.value:.4f}" if trial.value is not None else ""
+        error = f": {trial.user_attrs['error']}" if "error" in trial.user_attrs else ""
+        self.log(f"trial {trial.number} {trial.state.name}{value} (run {trial.user_attrs.get('run_id', '-')}){error}")
+        if trial.state != TrialState.FAIL:
+            return
+        if outcome == "interrupted":
+            requeue(study, trial, max_retry=None)
+            self.log(f"trial {trial.number} queued again (interrupted)")
+        elif outcome == "failed" and requeue(study, trial, self.sweep.retries):
+            self.log(f"trial {trial.number} queued again (retries: {self.sweep.retries})")
+
+    # -- what a trial runs ------------------------------------------------------------------
+    def trial_spec(self, number: int, values: dict[str, Any]) -> ExperimentSpec:
+        study = self.sweep.study or ""
+        spec = self.sweep.build_experiment(values)
+        spec.name = f"{study}-t{number}"
+        wandb = spec.tracking.wandb
+        wandb.group = study
+        wandb.tags = [t for t in wandb.tags if not t.startswith(("study:", "trial:"))] + [f"study:{study}", f"trial:{number}"]
+        if spec.launch.nnodes == 1 and self.sweep.workers * spec.launch.nproc > self.cpus:
+            spec.launch.nproc = max(1, self.cpus // self.sweep.workers)
+        spec.launch.run_id = new_run_id(spec.name)
+        return spec
+
+    def trial_env(self, trial: optuna.Trial, spec: ExperimentSpec) -> dict[str, str]:
+        env = {
+            ENV_TRIAL: str(trial.number),
+            ENV_TRIAL_ID: str(trial._trial_id),  # Trial(study, trial_id) needs the storage's id
+            ENV_STUDY: self.sweep.study or "",
+            ENV_STORAGE: self.storage_url,
+            ENV_METRIC: self.sweep.metric,
+            ENV_PRUNER: json.dumps(self.sweep.pruner.model_dump(mode="json")),
+        }
+        if self.sweep.workers > 1:
+            env["OMP_NUM_THREADS"] = str(max(1, self.cpus // (self.sweep.workers * spec.launch.nproc)))
+        return env
+
+
+# ---------------------------------------------------------------------------------------------
+# status (gptexp sweep status)
+
+
+def format_params(params: dict[str, Any], separator: str = " ") -> str:
+    def short(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    return separator.join(f"{key}={short(value)}" for key, value in params.items())
+
+
+def trial_error(trial: FrozenTrial) -> str | None:
+    if trial.state != TrialState.FAIL:
+        return None
+    if "error" in trial.user_attrs:
+        return str(trial.user_attrs["error"])
+    if trial.user_attrs.get("interrupted"):
+        return "interrupted"
+    return "worker lost (no heartbeat)"
+
+
+def trial_row(trial: FrozenTrial) -> dict[str, Any]:
+    duration = (trial.datetime_complete - trial.datetime_start).total_seconds() \
+        if trial.datetime_complete and trial.datetime_start else None
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "params": trial.params,
+        "value": trial.value,
+        "run_id": trial.user_attrs.get("run_id"),
+        "run_dir": trial.user_attrs.get("run_dir"),
+        "steps": trial.user_attrs.get("steps"),
+        "duration_s": duration,
+        "retry_of": trial.system_attrs.get("failed_trial"),
+        "error": trial_error(trial),
+    }
+
+
+def study_status(storage_url: str, study_name: str) -> dict[str, Any]:
+    """Everything `gptexp sweep status` shows, as plain data (the --json output)."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = study.best_trial if complete else None
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return {
+        "study": study_name,
+        "storage": redact(storage_url),
+        "direction": study.direction.name.lower(),
+        "metric": study.user_attrs.get("metric"),
+        "counts": counts,
+        "trials": [trial_row(t) for t in trials],
+        "best": trial_row(best) if best is not None else None,
+    }
+
+
+def study_names(storage_url: str) -> list[tuple[str, int]]:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    summaries = optuna.get_all_study_summaries(storage=open_storage(storage_url), include_best_trial=False)
+    return [(s.study_name, s.n_trials) for s in summaries]
+
+
+def read_trial_summary(trial: FrozenTrial) -> dict[str, Any]:
+    """The summary.json of a trial's run ({} if it has none)."""
+    run_dir = trial.user_attrs.get("run_dir")
+    return (read_json(Path(run_dir) / "summary.json") or {}) if run_dir else {}
