@@ -261,6 +261,9 @@ class WandbLogger:
                  entity: str | None, group: str | None, tags: list[str], name: str) -> None:
         import wandb  # only here: mode "disabled" never pays for the import
 
+        # Offline runs skip what only the W&B web app shows (pip freeze, hardware probe); the run
+        # store's summary.json keeps package versions and the git commit anyway.
+        lean = {"x_save_requirements": False, "x_disable_machine_info": True} if mode == "offline" else {}
         self.run = wandb.init(
             id=store.run_id,
             resume="allow",
@@ -272,7 +275,7 @@ class WandbLogger:
             tags=tags,
             name=name,
             config=config,
-            settings=wandb.Settings(console="off", quiet=True, x_disable_stats=True),
+            settings=wandb.Settings(console="off", quiet=True, x_disable_stats=True, **lean),
         )
 
     def log(self, row: dict[str, Any]) -> None:
