@@ -210,7 +210,7 @@ class Trainer:
         torch.manual_seed(step_seed(spec.seed, ctx.rank, step, stream=DROPOUT_STREAM))
 
         accum = spec.train.grad_accum
-        loss_sum, bytes_sum = 0.0, 0
+        loss_sum, bytes_sum = torch.zeros((), device=ctx.device), 0
         for micro in range(accum):
             generator = torch.Generator().manual_seed(step_seed(spec.seed, ctx.rank, step, micro, DATA_STREAM))
             window = sample_windows(self.splits["train"], spec.train.batch_size, spec.model.block_size + 1, generator)
@@ -221,7 +221,7 @@ class Trainer:
             with self.train_model.no_sync() if sync else contextlib.nullcontext(), self._autocast():
                 _, loss = self.train_model(inputs, labels)
                 (loss / accum).backward()
-            loss_sum += loss.item()
+            loss_sum += loss.detach().float()  # no host sync per micro-step
             bytes_sum += int(window.byte_counts[:, : spec.model.block_size].sum())
         if spec.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), spec.optim.grad_clip)
@@ -229,10 +229,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
         orphaned = 1.0 if self.launcher_pid and not pid_alive(self.launcher_pid) else 0.0
-        shared = torch.tensor([loss_sum / accum, bytes_sum, self.stop_flags[SIGINT_FLAG],
-                               self.stop_flags[SIGTERM_FLAG], orphaned, 0.0], dtype=torch.float64)
+        flags = torch.tensor([0.0, bytes_sum, self.stop_flags[SIGINT_FLAG], self.stop_flags[SIGTERM_FLAG], orphaned, 0.0],
+                             dtype=torch.float64, device=ctx.device)  # nccl reduces device tensors only
+        flags[LOSS] = loss_sum.double() / accum
         if ctx.distributed:
-            dist.all_reduce(shared)  # gloo and nccl both sum float64 on CPU tensors / device tensors
+            dist.all_reduce(flags)
+        shared = flags.cpu()
         shared[LOSS] /= ctx.world_size
         return shared
 
@@ -243,17 +245,17 @@ class Trainer:
         spec, ctx = self.spec, self.ctx
         self.model.eval()
         generator = torch.Generator().manual_seed(step_seed(spec.seed, ctx.rank, 0, stream=EVAL_STREAM))
-        totals = torch.zeros(4, dtype=torch.float64)
+        totals = torch.zeros(4, dtype=torch.float64, device=ctx.device)
         for _ in range(spec.train.eval_batches):
             window = sample_windows(self.splits["val"], spec.train.batch_size, spec.model.block_size + 1, generator)
             batch = make_batch(spec.objective, window, self.token_info, generator)
             with self._autocast():
                 logits, _ = self.model(batch.inputs.to(ctx.device))
-            totals += metric_sums(logits.float(), batch.labels.to(ctx.device), batch.label_bytes.to(ctx.device)).cpu()
+            totals += metric_sums(logits.float(), batch.labels.to(ctx.device), batch.label_bytes.to(ctx.device))
         if ctx.distributed:
             dist.all_reduce(totals)
         self.model.train()
-        return metrics_from_sums(totals)
+        return metrics_from_sums(totals.cpu())
 
     # -- the loop ---------------------------------------------------------------------------
     def train(self) -> str:
@@ -301,7 +303,8 @@ class Trainer:
         return status
 
     def _should_prune(self, metrics: dict[str, float]) -> bool:
-        decision = torch.tensor([1.0 if self.ctx.is_main and self.pruner.should_prune(self.counters.step, metrics) else 0.0])
+        decision = torch.tensor([1.0 if self.ctx.is_main and self.pruner.should_prune(self.counters.step, metrics) else 0.0],
+                                device=self.ctx.device)
         if self.ctx.distributed:
             dist.broadcast(decision, src=0)  # rank 0 asked the study; every rank follows its answer
         return bool(decision.item())
