@@ -1,0 +1,89 @@
+"""`gptexp runs` and `gptexp report` as a user runs them, on the fixture run store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli
+from tests.fixtures_runs import GROUP, make_run_store, make_study, table_cells
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    return make_run_store(tmp_path)
+
+
+def test_runs_json_lists_every_run_with_its_status(store) -> None:
+    result = run_cli(["runs", "--json", "--runs-dir", str(store.runs_dir)])
+    assert result.returncode == 0, result.stderr
+    rows = {row["id"]: row for row in json.loads(result.stdout)}
+    assert set(rows) == set(store.runs)
+    for run_id, fixture in store.runs.items():
+        assert rows[run_id]["status"] == fixture.expected_status
+        if fixture.expected_status == "completed":
+            assert rows[run_id]["val/bpb"] == pytest.approx(fixture.final["val/bpb"])
+            assert rows[run_id]["tokenizer"] == fixture.tokenizer
+
+
+def test_runs_filters_and_table(store) -> None:
+    completed = run_cli(["runs", "--json", "--status", "completed", "--runs-dir", str(store.runs_dir)])
+    expected = {run_id for run_id, run in store.runs.items() if run.expected_status == "completed"}
+    assert {row["id"] for row in json.loads(completed.stdout)} == expected
+    crashed = run_cli(["runs", "--json", "--status", "crashed", "--runs-dir", str(store.runs_dir)])
+    assert [row["status"] for row in json.loads(crashed.stdout)] == ["crashed"]
+    table = run_cli(["runs", "--group", GROUP, "--runs-dir", str(store.runs_dir)], env={"COLUMNS": "200"})
+    assert table.returncode == 0
+    for run_id in expected:
+        assert run_id in table.stdout
+    empty = run_cli(["runs", "--group", "no-such-group", "--runs-dir", str(store.runs_dir)])
+    assert empty.returncode == 0 and "no runs" in empty.stderr
+
+
+def test_report_by_tokenizer_writes_html_and_markdown(store, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "report.html"
+    result = run_cli(["report", "--by", "tokenizer.kind", "--out", str(out), "--runs-dir", str(store.runs_dir)])
+    assert result.returncode == 0, result.stderr
+    html = out.read_text(encoding="utf-8")
+    assert out.with_suffix(".md").exists()
+    rows = table_cells(html)
+    assert len(rows) == len(store.runs)  # unfinished runs are shown, never dropped
+    assert "Grouped by tokenizer.kind" in html or "tokenizer.kind" in html
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # self-contained
+
+
+def test_report_of_a_study_and_of_named_runs(store, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    make_study(storage=storage)
+    trial_runs = sorted(run_id for run_id, run in store.runs.items() if run.expected_status == "completed")[:2]
+    for run_id in trial_runs:  # as a sweep tags its trials' runs
+        spec_path = store.runs_dir / run_id / "spec.yaml"
+        spec = yaml.safe_load(spec_path.read_text())
+        spec["tracking"]["wandb"]["tags"] = [f"study:{GROUP}", "trial:0"]
+        spec_path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "study.html"
+    result = run_cli(["report", "--study", GROUP, "--storage", storage, "--out", str(out),
+                      "--runs-dir", str(store.runs_dir)])
+    assert result.returncode == 0, result.stderr
+    html = out.read_text()
+    assert "optimization history" in html.lower() and "parallel coordinate" in html.lower()
+    assert set(table_cells(html)) == set(trial_runs)
+
+    some = sorted(store.runs)[:2]
+    named = run_cli(["report", *some, "--out", str(tmp_path / "two.html"), "--runs-dir", str(store.runs_dir)])
+    assert named.returncode == 0, named.stderr
+    assert len(table_cells((tmp_path / "two.html").read_text())) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["report", "no-such-run"], "no such run"),
+    (["report", "--group", "nothing-here"], "no runs to report"),
+    (["report", "--by", "tokenizer kind!"], "expected a dotted spec field"),
+    (["report", "x", "--group", "g"], "not several"),
+])
+def test_report_bad_input(store, args: list[str], message: str) -> None:
+    result = run_cli([*args, "--runs-dir", str(store.runs_dir)])
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
