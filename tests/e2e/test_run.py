@@ -165,3 +165,33 @@ def test_clm_char_experiment_is_what_the_readme_runs() -> None:
     spec = yaml.safe_load((REPO_ROOT / "experiments" / "clm_char.yaml").read_text())
     assert spec["tokenizer"]["kind"] == "char" and spec["objective"]["kind"] == "clm"
     assert spec["tracking"]["wandb"]["mode"] == "offline"
+
+
+def test_a_terminal_gets_a_progress_bar(runs_dir: Path, tiny_spec) -> None:
+    """On a terminal (a pty here) rank 0 draws a rich progress bar; in pipes it prints plain lines."""
+    import pty
+    import subprocess
+
+    from tests.conftest import gptexp_command
+
+    spec = tiny_spec(train={"max_steps": 30, "eval_every": 30})
+    main_fd, worker_fd = pty.openpty()
+    process = subprocess.Popen(gptexp_command() + ["run", str(spec), "--nproc", "1", "--runs-dir", str(runs_dir)],
+                               stdin=worker_fd, stdout=worker_fd, stderr=worker_fd, cwd=REPO_ROOT,
+                               env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
+    os.close(worker_fd)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main_fd, 65536)
+        except OSError:  # the pty closes when the last writer exits
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(timeout=120)
+    os.close(main_fd)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert process.returncode == 0, screen
+    assert "━" in screen and "tok/s" in screen and "30/30" in screen  # the bar, its fields, the end
+    assert "step 30/30 | loss" not in screen  # not the plain log lines
