@@ -8,13 +8,13 @@ Heavy imports (torch, wandb, optuna, matplotlib) happen inside the commands that
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gptexp.spec import SpecError
 from gptexp.launchfiles_cli import register as register_launch_file
@@ -40,7 +40,7 @@ RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar="GPTEXP_RUNS_DIR", h
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one short message (no traceback) and exit; code 2 = bad input."""
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -134,7 +134,7 @@ def _print_outcome(result) -> None:  # result: launch.LaunchResult
 
         error = RunStore(result.run_dir).read_status().get("error")
         if error:
-            stderr.print(f"[red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+            stderr.print(f"[red]error:[/] {escape(str(error))}", highlight=False, markup=True, soft_wrap=True)
 
 
 @app.command()
@@ -305,7 +305,7 @@ def _load_study(study: str, storage: str | None, runs_dir: Path):  # -> optuna.S
     except Exception as error:  # noqa: BLE001 - the report is still useful without the study plots
         from gptexp.tracking import redact
 
-        stderr.print(f"[yellow]note:[/] study plots left out: {redact(str(error))}", highlight=False)
+        stderr.print(f"[yellow]note:[/] study plots left out: {escape(redact(str(error)))}", highlight=False)
         return None
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 DEFAULT_SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>", "<mask>"]
 
@@ -337,7 +337,9 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-_UNION_TAGS = {"char", "bpe", "gpt", "bigram", "clm", "mlm", "mntp", "constant", "linear"}
+# Tags of the discriminated unions (experiment and sweep specs), dropped from error paths.
+_UNION_TAGS = {"char", "bpe", "gpt", "bigram", "clm", "mlm", "mntp", "constant", "linear",
+               "float", "int", "categorical", "median", "hyperband", "none"}
 
 
 def _is_union_tag(part: object) -> bool:
@@ -389,9 +391,6 @@ def dump_spec(spec: ExperimentSpec, path: str | os.PathLike[str]) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # sweeps (gptexp sweep): an Optuna study whose trials are runs of one base experiment
-
-from pydantic import PrivateAttr  # noqa: E402 - the sweep section was appended after the imports
-
 
 class FloatParam(Section):
     type: Literal["float"] = "float"
@@ -467,10 +466,6 @@ class NoPrunerSpec(Section):
 
 PrunerSpec = Annotated[MedianPrunerSpec | HyperbandPrunerSpec | NoPrunerSpec, Field(discriminator="kind")]
 SweepMetric = Literal["val/bpb", "val/loss", "val/acc"]
-
-# The sweep's union tags are dropped from error paths like the experiment's ("pruner.median.x").
-_UNION_TAGS.update({"float", "int", "categorical", "median", "hyperband", "none"})
-
 
 class SweepSpec(Section):
     """A sweep file: which experiment, what to vary, how to search, how much to spend."""

@@ -53,7 +53,7 @@ CASES = [
     ("nproc below 1", lambda t: ["run", str(write_spec(t / "s.yaml")), "--nproc", "0"], "--nproc"),
     ("override without =", lambda t: ["run", str(write_spec(t / "s.yaml")), "--set", "train.max_steps"], "expected KEY=VALUE"),
     ("override into a value", lambda t: ["run", str(write_spec(t / "s.yaml")), "--set", "train.max_steps.x=1"], "train.max_steps is a value"),
-    ("override with bad yaml", lambda t: ["run", str(write_spec(t / "s.yaml")), "--set", "train.max_steps=[1"], "not valid YAML"),
+    ("override with bad yaml", lambda t: ["run", str(write_spec(t / "s.yaml")), "--set", "train.max_steps=[1"], "--set 'train.max_steps=[1': the value is not valid YAML"),
     ("override of a wrong type", lambda t: ["run", str(write_spec(t / "s.yaml")), "--set", "optim.lr=fast"], "optim.lr: Input should be a valid number"),
     ("data file missing", lambda t: ["run", str(write_spec(t / "s.yaml", data__path=str(t / "no.txt")))], "data.path: " ),
     ("data is a directory", lambda t: ["run", str(write_spec(t / "s.yaml", data__path=str(t / "a_directory")))], "a_directory: is a directory"),
