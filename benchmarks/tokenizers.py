@@ -31,9 +31,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(ROOT))
 
 from gptexp.tokenizers import SPLIT_PATTERNS, train_tokenizer  # noqa: E402
-from gptexp.tokenizers.base import split_chunks  # noqa: E402
 from gptexp.tokenizers.bpe import BPETokenizer  # noqa: E402
 from gptexp.tokenizers.hf import export_hf  # noqa: E402
+from tests.test_tokenizers import naive_merges as naive_train  # noqa: E402 - the one naive reference trainer
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
@@ -43,35 +43,6 @@ def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
         result = fn()
         best = min(best, time.perf_counter() - start)
     return best, result
-
-
-def naive_train(text: str, pattern: str, num_merges: int) -> list[tuple[int, int]]:
-    """minbpe-style: after every merge, recount all pairs over every chunk of the text."""
-    chunks = [list(c.encode("utf-8")) for c in split_chunks(text, pattern)]
-    merges = []
-    for i in range(num_merges):
-        counts: dict[tuple[int, int], int] = {}
-        for ids in chunks:
-            for pair in zip(ids, ids[1:]):
-                counts[pair] = counts.get(pair, 0) + 1
-        if not counts:
-            break
-        best = min(counts, key=lambda p: (-counts[p], p))  # same tie rule as ours
-        new_id = 256 + i
-        merged = []
-        for ids in chunks:
-            out, j = [], 0
-            while j < len(ids):
-                if j + 1 < len(ids) and ids[j] == best[0] and ids[j + 1] == best[1]:
-                    out.append(new_id)
-                    j += 2
-                else:
-                    out.append(ids[j])
-                    j += 1
-            merged.append(out)
-        chunks = merged
-        merges.append(best)
-    return merges
 
 
 def hf_train(text: str, vocab_size: int, special_tokens: list[str]):
