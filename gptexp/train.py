@@ -173,7 +173,10 @@ class Trainer:
             future = executor.submit(NullLogger)
         else:
             wb = spec.tracking.wandb
-            future = executor.submit(WandbLogger, self.store, config=spec.model_dump(mode="json"), mode=mode,
+            config = spec.model_dump(mode="json")
+            if os.environ.get("GPTEXP_TRIAL"):  # a sweep trial: say which, for W&B's filters and tables
+                config["sweep"] = {"study": os.environ.get("GPTEXP_STUDY"), "trial": int(os.environ["GPTEXP_TRIAL"])}
+            future = executor.submit(WandbLogger, self.store, config=config, mode=mode,
                                      project=wb.project, entity=wb.entity, group=wb.group, tags=wb.tags, name=spec.name)
         executor.shutdown(wait=False)
         return future

@@ -192,4 +192,12 @@ def test_two_sweep_processes_share_one_postgresql_study(tmp_path: Path, runs_dir
     leaks = [str(path) for path in files if password.encode() in path.read_bytes()]
     assert leaks == []
     assert all(password not in out for out in outputs)
+    # W&B: group = the study, the trial number in tags and config.
+    from tests.wandb_offline import read_offline_run
+
+    for trial in trials:
+        (wandb_file,) = Path(trial.user_attrs["run_dir"]).glob("wandb/offline-run-*/run-*.wandb")
+        offline = read_offline_run(wandb_file)
+        assert offline.group == study and f"trial:{trial.number}" in offline.tags
+        assert offline.config["sweep"] == {"study": study, "trial": trial.number}
     assert "***@" in outputs[0]
