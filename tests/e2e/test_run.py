@@ -195,3 +195,29 @@ def test_a_terminal_gets_a_progress_bar(runs_dir: Path, tiny_spec) -> None:
     assert process.returncode == 0, screen
     assert "━" in screen and "tok/s" in screen and "30/30" in screen  # the bar, its fields, the end
     assert "step 30/30 | loss" not in screen  # not the plain log lines
+
+
+def test_ctrl_c_checkpoints_and_exits_130(runs_dir: Path, tiny_spec) -> None:
+    spec = tiny_spec(train={"max_steps": 100000, "checkpoint_every": 1000})
+    process = start_cli(_tiny_args(spec, runs_dir, "ctrlc"))
+    wait_for(lambda: any(runs_dir.glob("ctrlc-*/metrics.jsonl")) and
+             status_of(next(runs_dir.glob("ctrlc-*"))).get("step", 0) >= 10, 120, "training to start")
+    process.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends to the foreground process
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    run_dir = next(runs_dir.glob("ctrlc-*"))
+    status = status_of(run_dir)
+    assert status["status"] == "interrupted" and status["signal"] == "SIGINT"
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == status["step"]
+
+
+def test_wandb_disabled_never_imports_wandb_in_the_workers(runs_dir: Path, tiny_spec, tmp_path: Path) -> None:
+    poisoned = tmp_path / "poison" / "wandb"
+    poisoned.mkdir(parents=True)
+    (poisoned / "__init__.py").write_text("raise ImportError('wandb was imported although tracking is disabled')\n")
+    spec = tiny_spec(train={"max_steps": 5, "eval_every": 5})
+    result = run_cli(["run", str(spec), "--nproc", "1", "--runs-dir", str(runs_dir)],
+                     env={"PYTHONPATH": str(poisoned.parent), "WANDB_MODE": ""})
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run_dir,) = [d for d in runs_dir.iterdir() if not d.name.startswith(".")]
+    assert status_of(run_dir)["status"] == "completed" and not (run_dir / "wandb").exists()
