@@ -220,8 +220,8 @@ class Trainer:
             batch = make_batch(spec.objective, window, self.token_info, generator)
             inputs, labels = batch.inputs.to(ctx.device), batch.labels.to(ctx.device)
             # Only the last micro-step all-reduces gradients; the others accumulate locally.
-            sync = ctx.distributed and micro < accum - 1
-            with self.train_model.no_sync() if sync else contextlib.nullcontext(), self._autocast():
+            skip_grad_sync = ctx.distributed and micro < accum - 1
+            with self.train_model.no_sync() if skip_grad_sync else contextlib.nullcontext(), self._autocast():
                 _, loss = self.train_model(inputs, labels)
                 (loss / accum).backward()
             loss_sum += loss.detach().float()  # no host sync per micro-step
@@ -268,13 +268,16 @@ class Trainer:
         progress = TrainingProgress(spec.train.max_steps, counters.step, enabled=self.ctx.is_main)
         if counters.step == 0:
             self._log_eval(self.evaluate())
-        interval_start, interval_tokens = time.perf_counter(), 0
+        # tokens/s counts training steps only (evals and checkpoints in between are left out)
+        interval_time, interval_tokens = 0.0, 0
         status = "completed"
         with progress:
             while counters.step < spec.train.max_steps:
                 step_start = time.perf_counter()
                 shared = self.train_step(counters.step)
-                counters.train_time_s += time.perf_counter() - step_start
+                step_time = time.perf_counter() - step_start
+                counters.train_time_s += step_time
+                interval_time += step_time
                 counters.step += 1
                 counters.tokens_seen += tokens_per_step
                 counters.bytes_seen += int(shared[BYTES])
@@ -285,11 +288,10 @@ class Trainer:
 
                 step, last = counters.step, counters.step == spec.train.max_steps
                 if step % spec.train.log_every == 0 or last:
-                    elapsed = time.perf_counter() - interval_start
-                    tokens_per_sec = interval_tokens / elapsed if elapsed > 0 else 0.0
+                    tokens_per_sec = interval_tokens / interval_time if interval_time > 0 else 0.0
                     self._log_train(tokens_per_sec)
                     progress.update(step, counters.last_train_loss, tokens_per_sec)
-                    interval_start, interval_tokens = time.perf_counter(), 0
+                    interval_time, interval_tokens = 0.0, 0
                 if step % spec.train.eval_every == 0 or last:
                     metrics = self.evaluate()
                     self._log_eval(metrics)
