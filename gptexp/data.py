@@ -1,7 +1,7 @@
 """Corpus → splits → tokenizer (cached) → encoded token arrays (cached) → random training windows.
 
 The launcher prepares the data once, before torchrun starts: it trains (or reuses) the tokenizer
-and encodes each split into a compact array file. Workers only memory-map those arrays, so N
+and encodes each split into a compact array file (.npz). Workers only load those arrays, so N
 ranks never tokenize N times and a sweep trial starts without re-encoding.
 
 Caches live under `<runs dir>/.cache/`, keyed by content: the corpus sha256 and the tokenizer spec
