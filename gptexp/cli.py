@@ -158,7 +158,9 @@ def runs(
     if not rows:
         stderr.print(f"no runs in {runs_dir}")
         return
-    stdout.print(runs_table(rows))
+    # A pipe or a file has no width to respect: print the table whole instead of squeezing it.
+    console = stdout if stdout.is_terminal else Console(width=max(stdout.width, 200))
+    console.print(runs_table(rows))
 
 
 def _resolve_run(runs_dir: Path, run: str) -> Path:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -178,12 +179,19 @@ def runs_rows(records: Iterable[RunRecord]) -> list[dict[str, Any]]:
     return rows
 
 
+_SHORT_HEADERS = {"parameters": "params", "objective": "obj", "tokenizer": "tok", "tokens/s": "tok/s", "wall time": "wall"}
+# Numbers are never cut short: narrow terminals squeeze the name column instead.
+_MIN_WIDTHS = {"tokenizer": 4, "objective": 4, "parameters": 6, "steps": 5, "val/bpb": 7, "val/acc": 7, "tokens/s": 7, "wall time": 5}
+
+
 def runs_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> Table:
     """The rows of runs_rows as a rich Table (numbers formatted, status coloured)."""
-    table = Table(title=title, header_style="bold")
+    # A light box and short headers keep the eleven columns readable in a 110-column terminal.
+    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for column in RUNS_COLUMNS:
         numeric = column in ("parameters", "steps", "val/bpb", "val/acc", "tokens/s", "wall time")
-        table.add_column(column, justify="right" if numeric else "left", no_wrap=column == "id")
+        table.add_column(_SHORT_HEADERS.get(column, column), justify="right" if numeric else "left",
+                         no_wrap=numeric or column in ("id", "status"), min_width=_MIN_WIDTHS.get(column))
     for row in rows:
         status = str(row.get("status", ""))
         table.add_row(  # Text, not markup: a run name like "[b]x" must print as written

@@ -35,10 +35,12 @@ def test_runs_filters_and_table(store) -> None:
     assert {row["id"] for row in json.loads(completed.stdout)} == expected
     crashed = run_cli(["runs", "--json", "--status", "crashed", "--runs-dir", str(store.runs_dir)])
     assert [row["status"] for row in json.loads(crashed.stdout)] == ["crashed"]
-    table = run_cli(["runs", "--group", GROUP, "--runs-dir", str(store.runs_dir)], env={"COLUMNS": "200"})
-    assert table.returncode == 0
+    # Piped output is printed whole, not squeezed to 80 columns.
+    table = run_cli(["runs", "--group", GROUP, "--runs-dir", str(store.runs_dir)], env={"COLUMNS": ""})
+    assert table.returncode == 0 and "…" not in table.stdout
     for run_id in expected:
         assert run_id in table.stdout
+        assert f"{store.runs[run_id].final['val/bpb']:.4f}" in table.stdout
     empty = run_cli(["runs", "--group", "no-such-group", "--runs-dir", str(store.runs_dir)])
     assert empty.returncode == 0 and "no runs" in empty.stderr
 
