@@ -57,7 +57,8 @@ def sweep(
 
 def _run(path: Path, n_trials: int | None, workers: int | None, storage: str | None, study: str | None,
          overrides: list[str], runs_dir: Path) -> None:
-    from gptexp.spec import SpecError, check_data_file, load_sweep_spec
+    from gptexp.spec import SpecError, check_data_file
+    from gptexp.sweep.spec import load_sweep_spec
 
     flags = [f"{key}={value}" for key, value in (("n_trials", n_trials), ("workers", workers)) if value is not None]
     spec = load_sweep_spec(path, overrides + flags)
@@ -69,7 +70,7 @@ def _run(path: Path, n_trials: int | None, workers: int | None, storage: str | N
         spec.storage = storage
     check_data_file(spec.build_experiment({}))
 
-    from gptexp.sweep import Sweep
+    from gptexp.sweep.runner import Sweep
     from gptexp.tracking import redact
 
     runner = Sweep(spec, runs_dir, log=lambda message: stdout.print(message, highlight=False, markup=False, soft_wrap=True))
@@ -90,7 +91,7 @@ def _run(path: Path, n_trials: int | None, workers: int | None, storage: str | N
 
 
 def _load_status(storage_url: str, study_name: str) -> dict[str, Any] | None:
-    from gptexp.sweep import study_status
+    from gptexp.sweep.status import study_status
 
     try:
         return study_status(storage_url, study_name)
@@ -99,7 +100,8 @@ def _load_status(storage_url: str, study_name: str) -> dict[str, Any] | None:
 
 
 def _status(study: str | None, storage: str | None, runs_dir: Path, as_json: bool) -> None:
-    from gptexp.sweep import default_storage_url, sqlite_path, study_names, study_status
+    from gptexp.sweep.status import study_names, study_status
+    from gptexp.sweep.storage import default_storage_url, sqlite_path
     from gptexp.tracking import redact
 
     url = storage or default_storage_url(runs_dir)
@@ -145,7 +147,7 @@ def _print_status(status: dict[str, Any]) -> None:
     from rich import box
     from rich.table import Table
 
-    from gptexp.sweep import format_params
+    from gptexp.sweep.status import format_params
 
     metric = status.get("metric") or "value"
     counts = ", ".join(f"{count} {state.lower()}" for state, count in sorted(status["counts"].items()))
