@@ -1,8 +1,8 @@
 """The one place where a command's errors become an exit code and a one-line message.
 
 Commands raise `CliError` (through `fail`) or let a domain error escape: a `SpecError` (bad spec
-or flag), a `RunStoreError` (no such run, a malformed run file) or a `TokenizerFileError` (a broken
-tokenizer file) all mean bad input, exit 2. The command table wraps every command in
+or flag), a `RunStoreError` (no such run, a malformed run file), a `TokenizerFileError` (a broken
+tokenizer file) or an `UnknownFieldError` (a spec field path no run has) all mean bad input, exit 2. The command table wraps every command in
 `exit_on_error`, which prints `error: <message>` on stderr (never a traceback) and exits with the
 code. Anything else is a bug and keeps its traceback.
 """
@@ -47,11 +47,12 @@ def exit_code_for(error: Exception) -> int | None:
     if isinstance(error, CliError):
         return error.code
     # Imported here, when an error is being handled, so that importing the CLI stays cheap.
+    from gptexp.report.compare import UnknownFieldError
     from gptexp.spec import SpecError
     from gptexp.tokenizers.base import TokenizerFileError
     from gptexp.tracking import RunStoreError
 
-    if isinstance(error, (SpecError, RunStoreError, TokenizerFileError)):
+    if isinstance(error, (SpecError, RunStoreError, TokenizerFileError, UnknownFieldError)):
         return bad_input_code()
     return None
 

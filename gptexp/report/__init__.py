@@ -17,9 +17,8 @@ Heavy imports (matplotlib, optuna, wandb_workspaces) happen inside the functions
 so `gptexp runs` pays for none of them.
 """
 
-from gptexp.report.compare import GroupStat, group_stats
-from gptexp.report.page import (CONTENT_SECURITY_POLICY, DEFAULT_TITLE, QUESTION, SUMMARY_COLUMNS, ReportPaths,
-                                build_report)
+from gptexp.report.compare import GroupStat, UnknownFieldError, check_field, describe, differing_fields, group_stats
+from gptexp.report.page import CONTENT_SECURITY_POLICY, SUMMARY_COLUMNS, ReportPaths, build_report
 from gptexp.report.plots import Plot, curve_figure, curve_plot, group_plot, study_plots
 from gptexp.report.terminal import runs_table
 from gptexp.report.values import (RUNS_COLUMNS, filter_runs, final_values, fmt_bytes, fmt_count, fmt_duration,
@@ -27,7 +26,8 @@ from gptexp.report.values import (RUNS_COLUMNS, filter_runs, final_values, fmt_b
 from gptexp.report.wandb_report import build_wandb_report, publish_wandb_report
 
 __all__ = [
-    "CONTENT_SECURITY_POLICY", "DEFAULT_TITLE", "QUESTION", "RUNS_COLUMNS", "SUMMARY_COLUMNS", "GroupStat", "Plot",
+    "CONTENT_SECURITY_POLICY", "RUNS_COLUMNS", "SUMMARY_COLUMNS", "GroupStat", "Plot", "UnknownFieldError",
+    "check_field", "describe", "differing_fields",
     "ReportPaths", "build_report", "build_wandb_report", "curve_figure", "curve_plot", "filter_runs",
     "final_values", "fmt_bytes", "fmt_count", "fmt_duration", "fmt_metric", "fmt_rate", "group_plot",
     "group_stats", "publish_wandb_report", "runs_rows", "runs_table", "study_plots",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gptexp.report.compare import GroupStat, group_stats
+from gptexp.report.compare import NOT_COMPARED, GroupStat, across_groups, describe, differing_fields, group_stats, show
 from gptexp.report.plots import CURVE_AXES, CURVE_METRICS, Plot, curve_plot, group_plot, study_plots
 from gptexp.report.values import final_values, finite, fmt_bytes, fmt_count, fmt_metric, text
 from gptexp.tracking import RunRecord
@@ -26,14 +26,12 @@ from gptexp.tracking import RunRecord
 if TYPE_CHECKING:  # slow to import
     import optuna
 
-QUESTION = "Does a BPE tokenizer beat a character tokenizer? Compared on bits per byte (val/bpb)."
 QUESTION_DETAIL = (
     "val/bpb is the summed cross-entropy of the predicted tokens divided by ln 2 times the UTF-8 "
     "bytes those tokens stand for. Unlike loss or accuracy per token it does not depend on how the "
     "text was cut into tokens, so it is the one metric comparable across tokenizers; lower is better. "
     "Curves are also drawn against bytes of text seen, the fair x-axis when tokens differ in length."
 )
-DEFAULT_TITLE = "gptexp report: BPE vs char on bits per byte"
 # No scripts, no fetches: the report can only show its own inline styles and data: images.
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 # The summary table of a report, leading with the metric that answers the question.
@@ -51,12 +49,16 @@ class ReportPaths:
 
 
 def build_report(records: Sequence[RunRecord], out: Path, by: str | None = None,
-                 study: optuna.Study | None = None, title: str = DEFAULT_TITLE) -> ReportPaths:
+                 study: optuna.Study | None = None, title: str | None = None,
+                 ignore: Sequence[str] = ()) -> ReportPaths:
     """Write the HTML report `out` and its Markdown twin `out.with_suffix('.md')`.
 
-    Every run appears in the table with its status; unfinished runs' partial curves are drawn.
-    `by` (a dotted spec field such as `tokenizer.kind`) adds the grouped comparison; `study` adds
-    Optuna's history, importance and parallel-coordinate plots (or a note saying why not).
+    Every run appears in the table with its status; unfinished runs' partial curves are drawn; a
+    "what differs" table lists the spec fields that differ between runs. `by` (a dotted spec field
+    such as `tokenizer.kind`) adds the grouped comparison (runs differing in more than the seed
+    and `ignore` are split, never averaged); `study` adds its trials with one column per
+    hyperparameter and Optuna's history, importance and parallel-coordinate plots (or a note
+    saying why not). The title and lead sentence are derived from the runs unless `title` is given.
     """
     out = Path(out)
     metrics = {r.run_id: r.metrics() for r in records}
@@ -66,10 +68,18 @@ def build_report(records: Sequence[RunRecord], out: Path, by: str | None = None,
     plots = [curve_plot(records, metrics, y_key, x_key, x_label, by)
              for y_key in CURVE_METRICS for x_key, x_label in CURVE_AXES]
     notes: list[str] = []
-    stats = group_stats(records, by) if by else []
+    stats = group_stats(records, by, ignore=ignore) if by else []
     group_figure = group_plot(stats, by) if by else None
     if by and all(r.field(by) is None for r in records):
         notes.append(f"no run's spec has the field {by!r}: every run falls in '(unset)'.")
+    if by and len({s.value for s in stats}) < len(stats):
+        notes.append(f"runs with the same {by} but different settings were split into separate groups "
+                     "(labelled by what differs), not averaged.")
+    also = across_groups(records, by, ignore) if by else []
+    if also:
+        notes.append(f"the groups also differ in {', '.join(also)}: {by} alone may not explain the gap.")
+    derived_title, lead = describe(records, by=by, study=study.study_name if study is not None else None,
+                                   ignore=ignore)
     study_figures, study_notes = study_plots(study) if study is not None else ([], [])
     notes += study_notes
     all_plots = plots + ([group_figure] if group_figure else []) + study_figures
@@ -80,8 +90,8 @@ def build_report(records: Sequence[RunRecord], out: Path, by: str | None = None,
     for plot in all_plots:
         (files_dir / f"{plot.name}.png").write_bytes(plot.png)
 
-    page = _Page(title, records, values, plots, by, stats, group_figure, study, study_figures,
-                 study_notes, notes)
+    page = _Page(title or derived_title, lead, records, values, plots, by, stats, group_figure, study,
+                 study_figures, study_notes, notes)
     out.write_text(page.html(), encoding="utf-8")
     markdown = out.with_suffix(".md")
     markdown.write_text(page.markdown(files_dir.name), encoding="utf-8")
@@ -173,6 +183,7 @@ figcaption { font-size: 12px; color: #5b6b7b; }
 .note { background: #fff8e1; border-left: 4px solid #e0a800; padding: 6px 10px; margin: 6px 0; }
 """
 
+STATUS_CLASSES = {"completed", "running", "crashed", "failed", "pruned", "interrupted"}
 _NUMERIC = {"val/bpb", "val/loss", "val/acc", "parameters", "steps", "bytes seen"}
 
 
@@ -181,6 +192,7 @@ class _Page:
     """Everything one report shows, rendered as HTML or as Markdown."""
 
     title: str
+    lead: str  # one sentence saying what the runs compare
     records: list[RunRecord]
     values: dict[str, dict[str, Any]]
     curves: list[Plot]
@@ -199,16 +211,25 @@ class _Page:
         parts = ", ".join(f"{n} {status}" for status, n in counts.items())
         return f"{len(self.records)} run(s)" + (f": {parts}" if parts else "")
 
-    def _trials(self) -> list[dict[str, str]]:
+    def _trials(self) -> tuple[list[str], list[dict[str, str]]]:
+        """The trials table: its columns (one per hyperparameter) and one row per trial."""
+        trials = self.study.get_trials(deepcopy=False)
+        names = sorted({name for trial in trials for name in trial.params})
         rows = []
-        for trial in self.study.get_trials(deepcopy=False):
+        for trial in trials:
             value = trial.values[0] if trial.values else None
-            params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in sorted(trial.params.items()))
-            rows.append({"trial": str(trial.number), "state": trial.state.name.lower(),
-                         "value": fmt_metric(value), "params": params,
-                         "run": text(trial.user_attrs.get("run_id"))})
-        return rows
+            row = {"trial": str(trial.number), "state": trial.state.name.lower(), "value": fmt_metric(value)}
+            for name in names:
+                param = trial.params.get(name)
+                row[name] = "—" if param is None else f"{param:.4g}" if isinstance(param, float) else str(param)
+            row["run"] = text(trial.user_attrs.get("run_id"))
+            rows.append(row)
+        return ["trial", "state", "value", *names, "run"], rows
+
+    def _differs(self) -> tuple[list[str], list[list[str]]]:
+        """The "what differs" table: the spec fields that differ between the runs, one row per run."""
+        fields = differing_fields(self.records, leave_out=NOT_COMPARED)
+        return fields, [[show(record.field(f)) for f in fields] for record in self.records]
 
     # HTML ---------------------------------------------------------------------------------
     def html(self) -> str:
@@ -219,11 +240,12 @@ class _Page:
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{e(self.title)}</title><style>{_CSS}</style></head><body>",
             f"<header><h1>{e(self.title)}</h1>",
-            f'<p class="question">{e(QUESTION)}</p>',
+            f'<p class="question">{e(self.lead)}</p>',
             f'<p class="muted">{e(QUESTION_DETAIL)}</p>',
             f'<p class="muted">{e(self._status_counts())}. Generated {generated} by gptexp.</p>'
             "</header>",
             "<h2>Runs</h2>", self._html_summary(), self._html_problems(),
+            "<h2>What differs</h2>", self._html_differs(),
             "<h2>Curves</h2>",
             '<p class="muted">Dashed lines ending in × are runs that did not complete.</p>',
             self._html_figures(self.curves),
@@ -250,15 +272,27 @@ class _Page:
                 classes = ["num"] if column in _NUMERIC else []
                 if column == "val/bpb":
                     classes.append("lead")
-                if column == "status":
-                    classes.append(f"status-{cells[column]}")
-                tds.append(f'<td class="{" ".join(classes)}" data-col="{e(column)}">'
+                if column == "status":  # a status.json may say anything: only known words become classes
+                    classes.append(f"status-{cells[column]}" if cells[column] in STATUS_CLASSES else "status-other")
+                tds.append(f'<td class="{e(" ".join(classes))}" data-col="{e(column)}">'
                            f"{e(cells[column])}</td>")
             body.append(f'<tr data-run-id="{e(record.run_id)}">{"".join(tds)}</tr>')
         if not self.records:
             body.append(f'<tr><td colspan="{len(SUMMARY_COLUMNS)}">no runs</td></tr>')
         return (f'<table id="summary"><thead><tr>{head}</tr></thead>'
                 f'<tbody>{"".join(body)}</tbody></table>')
+
+    def _html_differs(self) -> str:
+        fields, rows = self._differs()
+        if not fields:
+            return '<p class="muted" id="differs">The runs\' specs are identical (name and tracking aside).</p>'
+        head = "<th>id</th>" + "".join(f"<th>{e(f)}</th>" for f in fields)
+        body = "".join(
+            f'<tr data-run-id="{e(record.run_id)}"><td data-col="id">{e(record.run_id)}</td>' +
+            "".join(f'<td data-col="{e(f)}">{e(v)}</td>' for f, v in zip(fields, row)) + "</tr>"
+            for record, row in zip(self.records, rows))
+        return (f'<p class="muted">Resolved-spec fields that are not the same in every run.</p>'
+                f'<table id="differs"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
 
     def _html_problems(self) -> str:
         items = [f"<li><code>{e(r.run_id)}</code> {e(text)}</li>" for r, text in _problems(self.records)]
@@ -278,7 +312,7 @@ class _Page:
         rows = []
         for stat in self.stats:
             cells = group_cells(stat)
-            rows.append(f'<tr data-group="{e(stat.value)}">' + "".join(
+            rows.append(f'<tr data-group="{e(stat.label)}">' + "".join(
                 f'<td class="{"num" if k not in ("group", "runs", "excluded") else ""}" '
                 f'data-col="{k}">{e(v)}</td>' for k, v in cells.items()) + "</tr>")
         head = "".join(f"<th>{e(h)}</th>" for h in GROUP_HEADERS)
@@ -289,24 +323,29 @@ class _Page:
         return explain + figure + table
 
     def _html_trials(self) -> str:
-        head = "".join(f"<th>{h}</th>" for h in ("trial", "state", "value", "params", "run"))
+        columns, trials = self._trials()
+        head = "".join(f"<th>{e(h)}</th>" for h in columns)
         rows = "".join(
             f'<tr data-trial="{e(t["trial"])}">' + "".join(
-                f'<td data-col="{k}">{e(v)}</td>' for k, v in t.items()) + "</tr>"
-            for t in self._trials())
+                f'<td data-col="{e(k)}">{e(v)}</td>' for k, v in t.items()) + "</tr>"
+            for t in trials)
         direction = ", ".join(d.name.lower() for d in self.study.directions)
         return (f'<p class="muted">Objective: {e(direction)} the trial value (val/bpb).</p>'
                 f'<table id="trials"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>')
 
     # Markdown -----------------------------------------------------------------------------
     def markdown(self, files: str) -> str:
-        lines = [f"# {md(self.title)}", "", f"**{md(QUESTION)}**", "", md(QUESTION_DETAIL), "",
+        lines = [f"# {md(self.title)}", "", f"**{md(self.lead)}**", "", md(QUESTION_DETAIL), "",
                  f"{md(self._status_counts())}.", "", "## Runs", ""]
         lines += markdown_table(SUMMARY_COLUMNS, [
             [summary_cells(r, self.values[r.run_id])[c] for c in SUMMARY_COLUMNS] for r in self.records])
         problems = _problems(self.records)
         if problems:
-            lines += [""] + [f"- `{r.run_id}` {md(text)}" for r, text in problems]
+            lines += [""] + [f"- {md(r.run_id)}: {md(text)}" for r, text in problems]
+        fields, rows = self._differs()
+        lines += ["", "## What differs", ""]
+        lines += markdown_table(["id", *fields], [[r.run_id, *row] for r, row in zip(self.records, rows)]) \
+            if fields else ["The runs' specs are identical (name and tracking aside)."]
         lines += ["", "## Curves", "", "Dashed lines ending in × are runs that did not complete.", ""]
         lines += _md_images(self.curves, files)
         if self.by:
@@ -317,9 +356,8 @@ class _Page:
             lines += markdown_table(GROUP_HEADERS, [list(group_cells(s).values()) for s in self.stats])
         if self.study is not None:
             lines += ["", f"## Study {md(self.study.study_name)}", ""]
-            trials = self._trials()
-            lines += markdown_table(("trial", "state", "value", "params", "run"),
-                               [list(t.values()) for t in trials])
+            columns, trials = self._trials()
+            lines += markdown_table(columns, [list(t.values()) for t in trials])
             lines += [""] + _md_images(self.study_figures, files)
         lines += [""] + [f"> {md(note)}" for note in self.notes]
         return "\n".join(lines).rstrip() + "\n"
@@ -329,7 +367,7 @@ GROUP_HEADERS = ("group", "n", "mean val/bpb", "std", "runs", "excluded")
 
 
 def group_cells(stat: GroupStat) -> dict[str, str]:
-    return {"group": stat.value, "n": str(stat.n), "mean": fmt_metric(stat.mean),
+    return {"group": stat.label, "n": str(stat.n), "mean": fmt_metric(stat.mean),
             "std": fmt_metric(stat.std), "runs": ", ".join(stat.run_ids) or "—",
             "excluded": ", ".join(stat.excluded) or "—"}
 

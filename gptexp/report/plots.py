@@ -127,7 +127,7 @@ def group_plot(stats: list[GroupStat], by: str, metric: str = "val/bpb") -> Plot
             ax.annotate(f"{stat.mean:.4f}{std}\nn={stat.n}", (position, bar.get_height()),
                         xytext=(0, 4), textcoords="offset points", ha="center", va="bottom",
                         fontsize="small")
-    ax.set_xticks(list(positions), [_plain(s.value) for s in stats])
+    ax.set_xticks(list(positions), [_plain(s.label) for s in stats])
     ax.set_xlabel(_plain(by))
     ax.set_ylabel(f"final {metric} (lower is better)")
     top = max((m + e for m, e in zip(means, errors)), default=1.0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from gptexp.report.compare import group_stats
-from gptexp.report.page import (DEFAULT_TITLE, GROUP_HEADERS, QUESTION, QUESTION_DETAIL, SUMMARY_COLUMNS,
+from gptexp.report.compare import describe, group_stats
+from gptexp.report.page import (GROUP_HEADERS, QUESTION_DETAIL, SUMMARY_COLUMNS,
                                 group_cells, markdown_table, md, sorted_for_table, summary_cells)
 from gptexp.report.plots import CURVE_AXES, CURVE_METRICS
 from gptexp.report.values import final_values
@@ -18,7 +18,8 @@ if TYPE_CHECKING:  # slow to import
 
 
 def build_wandb_report(records: Sequence[RunRecord], entity: str, project: str, by: str | None = None,
-                       title: str = DEFAULT_TITLE, group: str | None = None) -> Report:
+                       title: str | None = None, group: str | None = None,
+                       ignore: Sequence[str] = ()) -> Report:
     """The same panels as the HTML report, as a W&B Report over these runs (W&B run id == run id).
 
     The run set selects the runs by id, or the whole W&B group `group` when given (a study's
@@ -29,6 +30,8 @@ def build_wandb_report(records: Sequence[RunRecord], entity: str, project: str, 
     from wandb_workspaces import expr
 
     records = list(records)
+    derived_title, lead = describe(records, by=by, ignore=ignore)
+    title = title or derived_title
     if group is not None:
         filters = expr.And(expr.Metric("Group") == group)
         runset_name = f"group {group}"
@@ -62,9 +65,9 @@ def build_wandb_report(records: Sequence[RunRecord], entity: str, project: str, 
         for r in sorted_for_table(records, values)]))
     if by:
         numbers += f"\n\n**Grouped by {md(by)}** (completed runs; sample std)\n\n" + "\n".join(
-            markdown_table(GROUP_HEADERS, [list(group_cells(s).values()) for s in group_stats(records, by)]))
+            markdown_table(GROUP_HEADERS, [list(group_cells(s).values()) for s in group_stats(records, by, ignore=ignore)]))
     blocks = [
-        wr.MarkdownBlock(text=f"**{md(QUESTION)}**\n\n{md(QUESTION_DETAIL)}"),
+        wr.MarkdownBlock(text=f"**{md(lead)}**\n\n{md(QUESTION_DETAIL)}"),
         wr.H2(text="Curves"),
         wr.PanelGrid(runsets=[runset], panels=curves),
         wr.H2(text="Comparison"),
@@ -72,7 +75,7 @@ def build_wandb_report(records: Sequence[RunRecord], entity: str, project: str, 
         wr.H2(text="Numbers (from the local run store)"),
         wr.MarkdownBlock(text=numbers),
     ]
-    return wr.Report(entity=entity, project=project, title=title[:128], description=QUESTION,
+    return wr.Report(entity=entity, project=project, title=title[:128], description=lead,
                      blocks=blocks)
 
 

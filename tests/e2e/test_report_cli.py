@@ -83,7 +83,11 @@ def test_report_of_a_study_and_of_named_runs(store, tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, message", [
     (["report", "no-such-run"], "no such run"),
     (["report", "--group", "nothing-here"], "no runs to report"),
-    (["report", "--by", "tokenizer kind!"], "expected a dotted spec field"),
+    (["report", "--by", "tokenizer kind!"], "no run's spec has this field"),
+    (["report", "--by", "optim.foo"], "no run's spec has this field"),
+    (["report", "--by", "tokenizer.knd"], "did you mean tokenizer.kind"),
+    (["report", "--by", "tokenizer.kind", "--ignore", "optim.lrr"], "did you mean optim.lr"),
+    (["report", "--ignore", "optim.lr"], "--ignore goes with --by"),
     (["report", "x", "--group", "g"], "not several"),
 ])
 def test_report_bad_input(store, args: list[str], message: str) -> None:
