@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import typer
 
-from gptexp.cli import evaluation, launch_file, report, run, runs, sweep, tokenizer
+from gptexp.cli import diff, evaluation, launch_file, report, run, runs, sweep, tokenizer
 from gptexp.cli.errors import exit_on_error
 
 
@@ -40,6 +40,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("eval", evaluation.eval_command),
     Command("generate", evaluation.generate),
     Command("report", report.report),
+    Command("diff", diff.diff),
     Command("tokenizer train", tokenizer.train),
     Command("tokenizer export-hf", tokenizer.export_hf),
     Command("sweep", sweep.sweep, no_args_is_help=True),

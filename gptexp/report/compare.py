@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gptexp.report.values import final_values, finite, group_key
+from gptexp.report.values import best_values, final_values, finite, group_key
 from gptexp.tracking import RunRecord
 
 SEED = "seed"
@@ -228,3 +228,26 @@ def describe(records: Sequence[RunRecord], by: str | None = None, study: str | N
     else:
         lead = "One run, measured in bits per byte (val/bpb)."
     return title, lead
+
+
+# The metrics rows of `gptexp diff`: label -> where the value comes from.
+DIFF_METRICS = ("status", "val/bpb", "best/val/bpb", "best/step", "val/loss", "val/acc", "steps", "wall_time_s")
+
+
+def run_diff(records: Sequence[RunRecord]) -> dict[str, Any]:
+    """What differs between runs: every resolved-spec field whose values are not all equal (one
+    value per run, in order), then their final and best metrics. The form of `gptexp diff --json`.
+
+        {"runs": ["a", "b"], "fields": {"optim.lr": [0.001, 0.003]}, "metrics": {"val/bpb": [2.1, 2.0], ...}}
+    """
+    fields = differing_fields(records)
+    metrics: dict[str, list[Any]] = {key: [] for key in DIFF_METRICS}
+    for record in records:
+        rows = record.metrics()
+        values = {**final_values(record, rows), **best_values(record, rows), "status": record.status}
+        for key in DIFF_METRICS:
+            value = values.get(key)
+            metrics[key].append(None if isinstance(value, float) and not finite(value) else value)
+    return {"runs": [r.run_id for r in records],
+            "fields": {f: [r.field(f) for r in records] for f in fields},
+            "metrics": metrics}

@@ -9,6 +9,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from gptexp.report.compare import show
 from gptexp.report.values import RUNS_COLUMNS, fmt_count, fmt_duration, fmt_metric, fmt_rate, text
 
 _STATUS_STYLE = {"completed": "green", "running": "cyan", "crashed": "bold red", "failed": "red",
@@ -38,3 +39,28 @@ def runs_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> Tabl
         )
     return table
 
+
+
+_DIFF_FORMATS = {"val/bpb": fmt_metric, "best/val/bpb": fmt_metric, "val/loss": fmt_metric, "val/acc": fmt_metric,
+                 "wall_time_s": fmt_duration}
+_DIFF_LABELS = {"val/bpb": "final val/bpb", "best/val/bpb": "best val/bpb", "best/step": "best at step",
+                "val/loss": "final val/loss", "val/acc": "final val/acc", "wall_time_s": "wall time"}
+
+
+def diff_table(diff: dict[str, Any]) -> Table:
+    """`gptexp diff`: one row per differing spec field, then the metrics; one column per run."""
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("field")
+    for run_id in diff["runs"]:
+        table.add_column(Text(run_id), justify="right", overflow="fold")
+    if not diff["fields"]:
+        table.add_row(Text("(the specs are identical)", style="dim"), *["" for _ in diff["runs"]])
+    for path, values in diff["fields"].items():
+        table.add_row(Text(path), *[Text(show(v)) for v in values])
+    table.add_section()
+    for key, values in diff["metrics"].items():
+        fmt = _DIFF_FORMATS.get(key, text)
+        style = _STATUS_STYLE.get if key == "status" else (lambda _: "")
+        table.add_row(Text(_DIFF_LABELS.get(key, key), style="bold" if key == "val/bpb" else ""),
+                      *[Text(fmt(v), style=style(str(v)) or "") for v in values])
+    return table

@@ -75,6 +75,20 @@ def group_key(value: Any) -> str:
 
 
 
+def best_values(record: RunRecord, metrics: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The lowest val/bpb a run reached and its step: summary.json's `best/val/bpb` and `best/step`,
+    else the lowest finite val/bpb among the metrics rows (a running or crashed run)."""
+    if record.summary.get("best/val/bpb") is not None:
+        return {"best/val/bpb": record.summary["best/val/bpb"], "best/step": record.summary.get("best/step")}
+    rows = record.metrics() if metrics is None else metrics
+    evals = [(finite(row.get("val/bpb")), row.get("step")) for row in rows]
+    evals = [(bpb, step) for bpb, step in evals if bpb is not None]
+    if not evals:
+        return {"best/val/bpb": None, "best/step": None}
+    bpb, step = min(evals, key=lambda pair: pair[0])
+    return {"best/val/bpb": bpb, "best/step": step}
+
+
 def filter_runs(records: Iterable[RunRecord], group: str | None = None, study: str | None = None,
                 statuses: Iterable[str] | None = None) -> list[RunRecord]:
     """Runs in W&B group `group`, of sweep `study`, with an effective status in `statuses`.
