@@ -15,8 +15,9 @@ import yaml
 from torch import nn
 
 from gptexp.data import TokenSplit
-from gptexp.models import build_model
-from gptexp.objectives import TokenInfo, Window, is_causal, make_batch, metric_sums, metrics_from_sums
+from gptexp.components import build_objective
+from gptexp.models import build_model, generate
+from gptexp.objectives import Window, metric_sums, metrics_from_sums, token_info
 from gptexp.spec import ExperimentSpec, SpecError
 from gptexp.tokenizers import Tokenizer, TokenizerFileError, load_tokenizer
 from gptexp.tracking import RunStore
@@ -37,8 +38,16 @@ def load_trained_run(run_dir: Path, checkpoint: str = "best") -> LoadedRun:
     """The run's spec, tokenizer and model with its trained weights, in eval mode."""
     from gptexp.train import RunFailed, load_checkpoint
 
+    import os
+
+    from gptexp.components import START_DIR_ENV, recorded_start_dir
+    from gptexp.spec import validate_spec
+
     store = RunStore(run_dir)
-    spec = ExperimentSpec.model_validate(yaml.safe_load(store.spec_path.read_text(encoding="utf-8")))
+    started_in = recorded_start_dir(store.dir)
+    if started_in and not os.environ.get(START_DIR_ENV):
+        os.environ[START_DIR_ENV] = started_in  # custom components import from where the run started
+    spec = validate_spec(yaml.safe_load(store.spec_path.read_text(encoding="utf-8")), str(store.spec_path))
     try:
         tokenizer = load_tokenizer(store.tokenizer_path)
     except TokenizerFileError as error:
@@ -51,16 +60,10 @@ def load_trained_run(run_dir: Path, checkpoint: str = "best") -> LoadedRun:
         state = load_checkpoint(path)
     except RunFailed as error:
         raise SpecError(str(error)) from None
-    model = build_model(spec.model, tokenizer.vocab_size, causal=is_causal(spec.objective))
+    model = build_model(spec.model, tokenizer.vocab_size, causal=build_objective(spec.objective).causal)
     model.load_state_dict(state["model"])
     model.eval()
     return LoadedRun(spec, tokenizer, model, int(state["step"]), path)
-
-
-def token_info(tokenizer: Tokenizer) -> TokenInfo:
-    specials = tokenizer.special_tokens
-    return TokenInfo(vocab_size=tokenizer.vocab_size, special_ids=tuple(sorted(specials.values())),
-                     mask_id=specials.get("<mask>"), pad_id=specials.get("<pad>"))
 
 
 def sequential_windows(split: TokenSplit, window: int, batch_size: int, max_batches: int | None) -> list[Window]:
@@ -89,8 +92,9 @@ def evaluate_text(run: LoadedRun, text: str, batch_size: int, max_batches: int |
     generator = torch.Generator().manual_seed(EVAL_SEED)
     totals = torch.zeros(4, dtype=torch.float64)
     windows = sequential_windows(split, run.spec.model.block_size + 1, batch_size, max_batches)
+    objective = build_objective(run.spec.objective)
     for window in windows:
-        batch = make_batch(run.spec.objective, window, info, generator)
+        batch = objective.make_batch(window, info, generator)
         logits, _ = run.model(batch.inputs)
         totals += metric_sums(logits.float(), batch.labels, batch.label_bytes)
     metrics = metrics_from_sums(totals)
@@ -104,7 +108,7 @@ def evaluate_text(run: LoadedRun, text: str, batch_size: int, max_batches: int |
 def generate_text(run: LoadedRun, prompt: str, max_new_tokens: int, temperature: float, top_k: int | None,
                   seed: int, use_cache: bool = True) -> str:
     """Sample a continuation of `prompt` from a causal model (greedy when temperature is 0)."""
-    if not is_causal(run.spec.objective):
+    if not build_objective(run.spec.objective).causal:
         raise SpecError(f"generate needs a causal model; this run was trained with objective {run.spec.objective.kind}")
     ids = run.tokenizer.encode(prompt) if prompt else []
     if not ids:
@@ -115,6 +119,6 @@ def generate_text(run: LoadedRun, prompt: str, max_new_tokens: int, temperature:
         ids = [start]
     idx = torch.tensor([ids], dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)
-    out = run.model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator,
-                             use_cache=use_cache)
+    out = generate(run.model, idx, max_new_tokens, run.spec.model.block_size, temperature=temperature, top_k=top_k,
+                   generator=generator, use_cache=use_cache)
     return run.tokenizer.decode(out[0].tolist())

@@ -36,7 +36,14 @@ class LaunchResult:
 
 
 def check_supported(spec: ExperimentSpec) -> None:
-    """Kinds the spec accepts but this version cannot run yet exit 2 with a clear message."""
+    """Kinds the spec accepts but this version cannot run yet exit 2 with a clear message; so do
+    component files that do not load (gptexp.components.check_runnable)."""
+    from gptexp.components import ComponentError, check_runnable
+
+    try:
+        check_runnable(spec)
+    except ComponentError as error:
+        raise SpecError(str(error)) from None
     for section in ("tokenizer", "model", "objective", "dropout_schedule"):
         key = f"{section}.{getattr(spec, section).kind}"
         if key in NOT_BUILT_YET:
@@ -132,7 +139,10 @@ def run_torchrun(command: list[str], store: RunStore, extra_env: dict[str, str] 
     runs launches on worker threads (a sweep with --workers) gets each process through `on_start`
     and forwards signals itself.
     """
+    from gptexp.components import START_DIR_ENV, start_dir
+
     env = {**os.environ, **(extra_env or {}), "GPTEXP_LAUNCHER_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+    env.setdefault(START_DIR_ENV, str(start_dir()))  # custom components import from here in the workers
     output = open(log_path, "ab") if log_path else None
     # torchrun gets its own session: a Ctrl-C in the terminal reaches only us, and we forward it
     # exactly once (torchrun passes it on to every worker, which checkpoints and stops).
@@ -206,6 +216,9 @@ def launch(spec: ExperimentSpec, store: RunStore, resume: bool, extra_env: dict[
         prepared = prepare_data(spec, store.dir.parent / ".cache", progress=progress)
         check_split_sizes(prepared, spec)
         write_text_atomic(store.tokenizer_path, prepared.tokenizer_path.read_text(encoding="utf-8"))
+        from gptexp.components import record_components
+
+        record_components(spec, store.dir, resume, warn=progress)
     except SpecError as error:
         if single_node:
             store.write_status("failed", error=str(error))
@@ -252,6 +265,11 @@ def resume_run(runs_dir: Path, run: str, extra_env: dict[str, str] | None = None
         raise SpecError(f"run {store.run_id}: still running (launcher pid {pid.get('launcher_pid')}); stop it first")
     if state == "completed":
         raise SpecError(f"run {store.run_id}: already completed; nothing to resume")
+    from gptexp.components import START_DIR_ENV, recorded_start_dir
+
+    started_in = recorded_start_dir(store.dir)
+    if started_in and not os.environ.get(START_DIR_ENV):
+        os.environ[START_DIR_ENV] = started_in  # custom components import from where the run started
     spec = load_run_spec(store)
     check_data_file(spec)
     return launch(spec, store, resume=True, extra_env=extra_env, progress=progress)
