@@ -299,8 +299,7 @@ def _load_study(study: str, storage: str | None, runs_dir: Path):  # -> optuna.S
     try:
         import optuna
 
-        from gptexp.pruning import open_storage
-        from gptexp.sweep import default_storage_url
+        from gptexp.sweep.storage import default_storage_url, open_storage
 
         url = storage or default_storage_url(runs_dir)
         return optuna.load_study(study_name=study, storage=open_storage(url))

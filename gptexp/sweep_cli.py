@@ -58,7 +58,8 @@ def sweep(
 def _run(path: Path, n_trials: int | None, workers: int | None, storage: str | None, study: str | None,
          overrides: list[str], runs_dir: Path) -> None:
     from gptexp.cli import fail, stdout
-    from gptexp.spec import SpecError, load_sweep_spec
+    from gptexp.spec import SpecError
+    from gptexp.sweep.spec import load_sweep_spec
 
     flags = [f"{key}={value}" for key, value in (("n_trials", n_trials), ("workers", workers)) if value is not None]
     try:
@@ -75,7 +76,7 @@ def _run(path: Path, n_trials: int | None, workers: int | None, storage: str | N
     except SpecError as error:
         fail(str(error))
 
-    from gptexp.sweep import Sweep
+    from gptexp.sweep.runner import Sweep
     from gptexp.tracking import redact
 
     runner = Sweep(spec, runs_dir, log=lambda message: stdout.print(message, highlight=False, markup=False, soft_wrap=True))
@@ -96,7 +97,7 @@ def _run(path: Path, n_trials: int | None, workers: int | None, storage: str | N
 
 
 def _load_status(storage_url: str, study_name: str) -> dict[str, Any] | None:
-    from gptexp.sweep import study_status
+    from gptexp.sweep.status import study_status
 
     try:
         return study_status(storage_url, study_name)
@@ -106,7 +107,8 @@ def _load_status(storage_url: str, study_name: str) -> dict[str, Any] | None:
 
 def _status(study: str | None, storage: str | None, runs_dir: Path, as_json: bool) -> None:
     from gptexp.cli import fail, stdout
-    from gptexp.sweep import default_storage_url, sqlite_path, study_names, study_status
+    from gptexp.sweep.status import study_names, study_status
+    from gptexp.sweep.storage import default_storage_url, sqlite_path
     from gptexp.tracking import redact
 
     url = storage or default_storage_url(runs_dir)
@@ -155,7 +157,7 @@ def _print_status(status: dict[str, Any]) -> None:
     from rich.text import Text
 
     from gptexp.cli import stdout
-    from gptexp.sweep import format_params
+    from gptexp.sweep.status import format_params
 
     metric = status.get("metric") or "value"
     counts = ", ".join(f"{count} {state.lower()}" for state, count in sorted(status["counts"].items()))

@@ -200,7 +200,7 @@ class Trainer:
     def _make_pruning_bridge(self) -> Any:
         if not os.environ.get(C.ENV_TRIAL):
             return None
-        from gptexp.pruning import PruningBridge
+        from gptexp.sweep.pruning import PruningBridge
 
         return PruningBridge.from_environment(is_main=self.ctx.is_main)
 

@@ -207,7 +207,7 @@ def test_the_sweep_worker_command_is_a_valid_gptexp_invocation(compose: dict) ->
     assert result.exit_code == 0, result.output
     sweep_file = REPO_ROOT / argv[1]
     assert sweep_file.is_file(), f"{argv[1]}: the default sweep is not in the repository"
-    from gptexp.spec import load_sweep_spec
+    from gptexp.sweep.spec import load_sweep_spec
 
     cwd = os.getcwd()
     os.chdir(REPO_ROOT)  # the image's WORKDIR holds the repository layout; sweep paths are relative to it
