@@ -34,8 +34,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from gptexp.contract import ENV_START_DIR as START_DIR_ENV  # the directory `gptexp` was started in
+
 ENTRY_POINT_GROUP = "gptexp.components"
-START_DIR_ENV = "GPTEXP_START_DIR"  # the directory `gptexp` was started in, for the workers
 COMPONENTS_FILE = "components.json"  # in a run dir: where each custom component came from
 
 SECTIONS = ("model", "objective", "tokenizer")
