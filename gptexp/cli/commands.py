@@ -25,6 +25,7 @@ import typer
 
 from gptexp.cli import diff, evaluation, launch_file, report, run, runs, sweep, tokenizer
 from gptexp.cli.errors import exit_on_error
+from gptexp.contract import EXIT_SIGINT
 
 
 @dataclass(frozen=True)
@@ -84,4 +85,4 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_SIGINT)

@@ -16,6 +16,7 @@ import typer
 from rich.text import Text
 
 from gptexp.cli.console import stderr
+from gptexp.contract import EXIT_BAD_INPUT
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -24,20 +25,13 @@ R = TypeVar("R")
 class CliError(Exception):
     """A failure the user can fix: shown as one line, exits with `code` (2 = bad input)."""
 
-    def __init__(self, message: str, code: int | None = None) -> None:
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
         super().__init__(message)
         self.message = message
-        self.code = bad_input_code() if code is None else code
+        self.code = code
 
 
-def bad_input_code() -> int:
-    """Exit code 2, from the module that defines the exit codes (imported only when failing)."""
-    from gptexp.launch import EXIT_BAD_INPUT
-
-    return EXIT_BAD_INPUT
-
-
-def fail(message: str, code: int | None = None) -> NoReturn:
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     """Stop the command with one short message and exit `code` (default 2, bad input)."""
     raise CliError(message, code)
 
@@ -53,7 +47,7 @@ def exit_code_for(error: Exception) -> int | None:
     from gptexp.tracking import RunStoreError
 
     if isinstance(error, (SpecError, RunStoreError, TokenizerFileError, UnknownFieldError)):
-        return bad_input_code()
+        return EXIT_BAD_INPUT
     return None
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from gptexp.report.compare import NOT_COMPARED, GroupStat, across_groups, describe, differing_fields, group_stats, show
 from gptexp.report.plots import CURVE_AXES, CURVE_METRICS, Plot, curve_plot, group_plot, study_plots
 from gptexp.report.values import final_values, finite, fmt_bytes, fmt_count, fmt_metric, text
+from gptexp.contract import RUN_STATUSES
 from gptexp.tracking import RunRecord
 
 if TYPE_CHECKING:  # slow to import
@@ -183,7 +184,7 @@ figcaption { font-size: 12px; color: #5b6b7b; }
 .note { background: #fff8e1; border-left: 4px solid #e0a800; padding: 6px 10px; margin: 6px 0; }
 """
 
-STATUS_CLASSES = {"completed", "running", "crashed", "failed", "pruned", "interrupted"}
+STATUS_CLASSES = set(RUN_STATUSES)
 _NUMERIC = {"val/bpb", "val/loss", "val/acc", "parameters", "steps", "bytes seen"}
 
 
