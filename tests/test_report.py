@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import math
 import os
 import re
@@ -414,7 +415,8 @@ HOSTILE_VALUE = '</td><script>alert(1)</script>[x](javascript:1) | *b*'
 
 
 def test_values_from_run_files_are_escaped_in_html_and_markdown(tmp_path):
-    """A crafted status.json and spec value stay text: in attributes, in cells, in Markdown."""
+    """A crafted status.json error and spec value stay text: in attributes, cells and Markdown;
+    a status.json whose status is not a status leaves that run out (named), not the report."""
     import json
 
     import yaml
@@ -422,17 +424,30 @@ def test_values_from_run_files_are_escaped_in_html_and_markdown(tmp_path):
     runs = tmp_path / "runs"
     write_run(runs, "ok", name="plain", tokenizer="char", seed=1, final_bpb=2.0)
     write_run(runs, "evil", name="plain", tokenizer="char", seed=2, final_bpb=2.1)
-    (runs / "evil" / "status.json").write_text(json.dumps({"status": HOSTILE_STATUS, "step": 300}))
+    write_run(runs, "forged", name="plain", tokenizer="char", seed=3, final_bpb=2.1)
+    (runs / "evil" / "status.json").write_text(json.dumps({"status": "failed", "step": 300, "error": HOSTILE_STATUS}))
+    (runs / "forged" / "status.json").write_text(json.dumps({"status": HOSTILE_STATUS, "step": 300}))
     spec = yaml.safe_load((runs / "evil" / "spec.yaml").read_text())
     spec["optim"]["schedule"] = HOSTILE_VALUE
     (runs / "evil" / "spec.yaml").write_text(yaml.safe_dump(spec))
-    paths = report.build_report(list_runs(runs), tmp_path / "r.html")
+    skipped = []
+    records = list_runs(runs, on_skip=lambda run_dir, reason: skipped.append(run_dir.name))
+    assert skipped == ["forged"] and [r.run_id for r in records] == ["ok", "evil"]
+    paths = report.build_report(records, tmp_path / "r.html")
     page = paths.html.read_text()
     assert page.count("<meta http-equiv") == 1  # the Content-Security-Policy, nothing injected
-    assert "<form" not in page and "<script" not in page and "onfocus=" not in page.replace("onfocus=&quot;", "")
-    assert 'class="status-other"' in page
-    assert table_cells(page)["evil"]["status"] == HOSTILE_STATUS  # shown as the text it is
+    assert "<form" not in page and "<script" not in page and 'onfocus="' not in page
+    assert HOSTILE_STATUS in html.unescape(page)  # the error is shown, as the text it is
     assert table_cells(page, "differs")["evil"]["optim.schedule"] == HOSTILE_VALUE
     markdown = paths.markdown.read_text()
     assert "<script" not in markdown and "<meta" not in markdown and "[x](javascript" not in markdown
     assert r"\[x\](javascript:1) \| \*b\*" in markdown  # a link, a cell break and emphasis, all escaped
+
+
+def test_an_unknown_status_never_becomes_a_class_name(tmp_path):
+    """A run without status.json reads as 'unknown': its cell gets a fixed class, not its text."""
+    runs = tmp_path / "runs"
+    write_run(runs, "ok", name="plain", tokenizer="char", seed=1, final_bpb=2.0)
+    (runs / "ok" / "status.json").unlink()
+    page = report.build_report(list_runs(runs), tmp_path / "r.html").html.read_text()
+    assert 'class="status-other"' in page and "status-unknown" not in page
