@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from gptexp.data import TokenSplit
 from gptexp.models import build_model
 from gptexp.objectives import TokenInfo, Window, is_causal, make_batch, metric_sums, metrics_from_sums
-from gptexp.spec import ExperimentSpec, SpecError
+from gptexp.spec import ExperimentSpec, SpecError, read_yaml_file, validate_spec
 from gptexp.tokenizers import Tokenizer, TokenizerFileError, load_tokenizer
 from gptexp.tracking import RunStore
 
@@ -38,7 +37,7 @@ def load_trained_run(run_dir: Path, checkpoint: str = "best") -> LoadedRun:
     from gptexp.train import RunFailed, load_checkpoint
 
     store = RunStore(run_dir)
-    spec = ExperimentSpec.model_validate(yaml.safe_load(store.spec_path.read_text(encoding="utf-8")))
+    spec = validate_spec(read_yaml_file(store.spec_path), str(store.spec_path))
     try:
         tokenizer = load_tokenizer(store.tokenizer_path)
     except TokenizerFileError as error:

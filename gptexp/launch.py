@@ -18,8 +18,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Callable
 
+from gptexp import preflight
 from gptexp.data import PreparedData, prepare_data
-from gptexp.spec import ExperimentSpec, SpecError, check_data_file, validate_spec
+from gptexp.spec import ExperimentSpec, SpecError, check_data_file, read_yaml_file, validate_spec
 from gptexp.tracking import RunStore, RunStoreError, new_run_id, pid_alive, read_json, run_dir_for
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PRUNED = 0, 1, 2, 3
@@ -226,6 +227,7 @@ def start_run(spec: ExperimentSpec, runs_dir: Path, extra_env: dict[str, str] | 
               log_path_name: str | None = None, progress: Callable[[str], None] = lambda m: None,
               on_start: Callable[[subprocess.Popen], None] | None = None) -> LaunchResult:
     check_supported(spec)
+    preflight.check(spec)  # device present, memory estimate fits: exit 2 before a run exists
     check_data_file(spec)
     store = create_run(spec, runs_dir, run_id=spec.launch.run_id, join=spec.launch.nnodes > 1)
     log_path = store.dir / log_path_name if log_path_name else None
@@ -233,10 +235,7 @@ def start_run(spec: ExperimentSpec, runs_dir: Path, extra_env: dict[str, str] | 
 
 
 def load_run_spec(store: RunStore) -> ExperimentSpec:
-    import yaml
-
-    raw = yaml.safe_load(store.spec_path.read_text(encoding="utf-8"))
-    return validate_spec(raw, str(store.spec_path))
+    return validate_spec(read_yaml_file(store.spec_path), str(store.spec_path))
 
 
 def resume_run(runs_dir: Path, run: str, extra_env: dict[str, str] | None = None,
@@ -253,5 +252,6 @@ def resume_run(runs_dir: Path, run: str, extra_env: dict[str, str] | None = None
     if state == "completed":
         raise SpecError(f"run {store.run_id}: already completed; nothing to resume")
     spec = load_run_spec(store)
+    preflight.check(spec)  # this machine may differ from the one that started the run
     check_data_file(spec)
     return launch(spec, store, resume=True, extra_env=extra_env, progress=progress)

@@ -219,12 +219,12 @@ class RunRecord:
 
 
 def load_run(run_dir: Path) -> RunRecord:
-    import yaml
+    from gptexp.safe_yaml import YamlInputError, read_yaml_file
 
     store = RunStore(run_dir)
     try:
-        spec = yaml.safe_load(store.spec_path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        spec = read_yaml_file(store.spec_path, what="run spec") or {}
+    except YamlInputError:  # missing, unreadable or hostile: listed without its spec
         spec = {}
     return RunRecord(
         run_id=store.run_id,

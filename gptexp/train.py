@@ -31,7 +31,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -39,7 +38,7 @@ from gptexp.data import PreparedData, TokenSplit, load_splits, sample_windows, s
 from gptexp.models import build_model
 from gptexp.objectives import TokenInfo, is_causal, make_batch, metric_sums, metrics_from_sums
 from gptexp.optim import build_optimizer, dropout_rate, learning_rate
-from gptexp.spec import ExperimentSpec
+from gptexp.spec import ExperimentSpec, read_yaml_file, validate_spec
 from gptexp.tokenizers import load_tokenizer
 from gptexp.tracking import NullLogger, RunStore, Tracker, WandbLogger, pid_alive, redact, wandb_mode
 
@@ -108,7 +107,7 @@ class Trainer:
     def __init__(self, run_dir: Path, prepared: PreparedData, resume: bool) -> None:
         self.run_dir = run_dir
         self.store = RunStore(run_dir)
-        self.spec = ExperimentSpec.model_validate(yaml.safe_load(self.store.spec_path.read_text(encoding="utf-8")))
+        self.spec = validate_spec(read_yaml_file(self.store.spec_path), str(self.store.spec_path))
         self.prepared = prepared
         self.resume = resume
         self.counters = Counters()
