@@ -55,11 +55,12 @@ class MemoryEstimate:
 
 
 def vocab_size_for(spec: ExperimentSpec) -> int:
-    """The vocabulary size the model will get (a char tokenizer's is a guess until the corpus is read)."""
+    """The vocabulary size the model will get: a bpe spec says it; a char tokenizer's (and a file's
+    or a custom class's) is known only later, so this guesses low rather than refuse a real spec."""
     tokenizer = spec.tokenizer
-    if tokenizer.kind == "char":
-        return CHAR_VOCAB_GUESS + len(tokenizer.special_tokens)
-    return tokenizer.vocab_size
+    if tokenizer.kind == "bpe":
+        return tokenizer.vocab_size
+    return CHAR_VOCAB_GUESS + len(tokenizer.special_tokens)
 
 
 def count_parameters(model: GPTSpec | BigramSpec, vocab_size: int) -> int:
@@ -70,7 +71,7 @@ def count_parameters(model: GPTSpec | BigramSpec, vocab_size: int) -> int:
     if isinstance(model, BigramSpec):
         return vocab_size * vocab_size
     C, bias = model.n_embd, model.bias
-    norm = C + (C if bias else 0)
+    norm = C + (C if bias and model.norm == "layernorm" else 0)  # RMSNorm has a scale only
     attention = C * 3 * C + C * C + ((3 * C + C) if bias else 0)
     if model.mlp == "gelu":
         mlp = 2 * 4 * C * C + ((4 * C + C) if bias else 0)
@@ -83,9 +84,12 @@ def count_parameters(model: GPTSpec | BigramSpec, vocab_size: int) -> int:
     return embeddings + model.n_layer * per_layer + norm + head
 
 
-def estimate_training_memory(spec: ExperimentSpec, vocab_size: int, device: str, world_size: int) -> MemoryEstimate:
-    """Peak bytes one training rank holds (see the module docstring for what is counted)."""
+def estimate_training_memory(spec: ExperimentSpec, vocab_size: int, device: str, world_size: int) -> MemoryEstimate | None:
+    """Peak bytes one training rank holds (see the module docstring for what is counted); None for
+    a custom model class, whose size only its own code knows."""
     model, train = spec.model, spec.train
+    if not isinstance(model, (GPTSpec, BigramSpec)):
+        return None
     parameters = count_parameters(model, vocab_size)
     B, T = train.batch_size, model.block_size
     bf16 = train.precision == "bf16" or (train.precision == "auto" and device == "cuda")
@@ -213,13 +217,15 @@ def training_device(spec: ExperimentSpec, gpus: list[Gpu]) -> str:
     return "cuda" if uses_cuda else "cpu"
 
 
-def check(spec: ExperimentSpec) -> MemoryEstimate:
+def check(spec: ExperimentSpec) -> MemoryEstimate | None:
     """Raise a SpecError (exit 2) when this machine cannot run `spec`: a missing device, or a
-    training memory estimate above what is available. Returns the estimate."""
+    training memory estimate above what is available. Returns the estimate (None: custom model)."""
     gpus = visible_gpus() if (spec.train.device != "cpu" or spec.launch.backend == "nccl") else []
     device = training_device(spec, gpus)
     world_size = spec.launch.nproc * spec.launch.nnodes
     estimate = estimate_training_memory(spec, vocab_size_for(spec), device, world_size)
+    if estimate is None:
+        return None
     if device == "cuda":
         free = min(gpu.free_bytes for gpu in gpus[: spec.launch.nproc])
         if estimate.bytes_per_rank > free:

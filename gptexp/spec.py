@@ -193,7 +193,7 @@ class CustomModelSpec(Section):
 
     kind: Literal["custom"] = "custom"
     target: str = Field(description='"package.module:ClassName", imported from installed packages or the start directory')
-    block_size: PositiveInt = Field(128, description="context length in tokens (passed to the class)")
+    block_size: int = upto(limits.MAX_BLOCK_SIZE, "context length in tokens (passed to the class)", 128)
     args: ComponentArgs = Field(default_factory=dict, description="further keyword arguments of the class")
 
     @model_validator(mode="after")

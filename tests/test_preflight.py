@@ -16,11 +16,11 @@ from gptexp.spec import GPTSpec, SpecError, validate_spec
 GPU_HERE = bool(preflight.visible_gpus()) and preflight.torch_has_cuda()
 
 
-@pytest.mark.parametrize("layers, width, positions, mlp, tied, bias", list(itertools.product(
-    [1, 3], [16, 24], ["learned", "rope"], ["gelu", "swiglu"], [True, False], [True, False])))
-def test_parameter_count_matches_the_built_model(layers, width, positions, mlp, tied, bias) -> None:
+@pytest.mark.parametrize("layers, width, positions, mlp, tied, bias, norm", list(itertools.product(
+    [1, 3], [16, 24], ["learned", "rope"], ["gelu", "swiglu"], [True, False], [True, False], ["layernorm", "rmsnorm"])))
+def test_parameter_count_matches_the_built_model(layers, width, positions, mlp, tied, bias, norm) -> None:
     spec = GPTSpec(n_layer=layers, n_head=2, n_embd=width, block_size=8, positions=positions, mlp=mlp,
-                   tie_embeddings=tied, bias=bias)
+                   tie_embeddings=tied, bias=bias, norm=norm)
     assert count_parameters(spec, 37) == build_model(spec, 37, causal=True).num_parameters()
 
 
