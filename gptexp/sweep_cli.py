@@ -77,7 +77,7 @@ def _run(path: Path, n_trials: int | None, workers: int | None, storage: str | N
         fail(str(error))
 
     from gptexp.sweep.runner import Sweep
-    from gptexp.tracking import redact
+    from gptexp.redaction import redact
 
     runner = Sweep(spec, runs_dir, log=lambda message: stdout.print(message, highlight=False, markup=False, soft_wrap=True))
     try:
@@ -109,7 +109,7 @@ def _status(study: str | None, storage: str | None, runs_dir: Path, as_json: boo
     from gptexp.cli import fail, stdout
     from gptexp.sweep.status import study_names, study_status
     from gptexp.sweep.storage import default_storage_url, sqlite_path
-    from gptexp.tracking import redact
+    from gptexp.redaction import redact
 
     url = storage or default_storage_url(runs_dir)
     db = sqlite_path(url)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from gptexp.redaction import redact_data
+
 RUN_STATUSES = ("running", "completed", "failed", "pruned", "interrupted", "crashed")
 # W&B run ids allow letters, digits, '-' and '_' (and at most 64 characters in practice).
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -54,11 +56,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def redact(text: str) -> str:
-    """Hide the password of any URL in `text` (`postgresql://u:pw@h/db` -> `postgresql://u:***@h/db`)."""
-    return re.sub(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+):[^@\s]+@", r"\g<scheme>:***@", text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,9 +136,8 @@ class RunStore:
         current["status"] = status
         current["host"] = socket.gethostname()
         current["updated"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        if "error" in current and current["error"]:
-            current["error"] = redact(str(current["error"]))
-        write_json_atomic(self.status_path, current)
+        # An error may quote a storage URL (a sweep trial's pruning bridge): no password in run files.
+        write_json_atomic(self.status_path, redact_data(current))
 
     def effective_status(self) -> str:
         """The stored status, except that a 'running' run whose processes are all gone is 'crashed'."""

@@ -41,7 +41,8 @@ from gptexp.objectives import TokenInfo, is_causal, make_batch, metric_sums, met
 from gptexp.optim import build_optimizer, dropout_rate, learning_rate
 from gptexp.spec import ExperimentSpec
 from gptexp.tokenizers import load_tokenizer
-from gptexp.tracking import NullLogger, RunStore, Tracker, WandbLogger, pid_alive, redact, wandb_mode
+from gptexp.redaction import redact
+from gptexp.tracking import NullLogger, RunStore, Tracker, WandbLogger, pid_alive, wandb_mode
 
 CHECKPOINT_FORMAT = "gptexp-checkpoint"
 CHECKPOINT_VERSION = 1

@@ -23,8 +23,8 @@ import sys
 import time
 from typing import Any
 
+from gptexp.redaction import redact
 from gptexp.sweep.storage import open_storage
-from gptexp.tracking import redact
 
 ENV_STORAGE = "GPTEXP_OPTUNA_STORAGE"
 ENV_STUDY = "GPTEXP_STUDY"

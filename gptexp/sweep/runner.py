@@ -28,7 +28,8 @@ from gptexp.sweep.pruning import ENV_METRIC, ENV_PRUNER, ENV_STORAGE, ENV_STUDY,
 from gptexp.sweep.spec import CategoricalParam, FloatParam, IntParam, SweepSpec
 from gptexp.sweep.status import format_params
 from gptexp.sweep.storage import StudyGate, default_storage_url, fail_stale_trials, open_storage, prepare_sqlite
-from gptexp.tracking import RunStore, new_run_id, redact
+from gptexp.redaction import redact
+from gptexp.tracking import RunStore, new_run_id
 
 POLL_S = 2.0  # how often a process with nothing to start looks for retries and finished trials
 EXIT_OK, EXIT_ERROR = 0, 1
@@ -157,7 +158,7 @@ def open_study(sweep: SweepSpec, storage_url: str) -> optuna.Study:
         # A process that resumes or joins a study must not replay the seed's first draws: it
         # would repeat the params of the study's first trials.
         study.sampler.reseed_rng()
-    where = f"study {sweep.study!r} in {redact(storage_url)}"
+    where = f"study {sweep.study!r} in {redact(storage_url, known=[storage_url])}"
     if study.direction.name.lower() != sweep.direction:
         raise SpecError(f"{sweep.source}: direction: {sweep.direction}, but {where} was created to {study.direction.name.lower()}")
     attrs = study.user_attrs
@@ -178,7 +179,8 @@ class Sweep:
         self.sweep = sweep
         self.runs_dir = Path(runs_dir).resolve()
         self.storage_url = storage_url or sweep.storage or default_storage_url(self.runs_dir)
-        self.log = log
+        # Every line this sweep prints goes through redact, knowing the URL's own password.
+        self.log = lambda message: log(redact(message, known=[self.storage_url]))
         self.cpus = cpus or len(os.sched_getaffinity(0))
         self.n_trials = trial_budget(sweep)
         self._stop = threading.Event()
@@ -196,7 +198,7 @@ class Sweep:
         self.study = open_study(self.sweep, self.storage_url)
         self.gate = StudyGate(self.storage_url, self.sweep.study or "")
         self.deadline = time.monotonic() + self.sweep.timeout if self.sweep.timeout else None
-        self.log(f"study {self.sweep.study} ({redact(self.storage_url)}): {self.n_trials} trials, "
+        self.log(f"study {self.sweep.study} ({self.storage_url}): {self.n_trials} trials, "
                  f"{self.sweep.workers} at once, {self.sweep.direction} {self.sweep.metric}")
         on_main = threading.current_thread() is threading.main_thread()
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} if on_main else {}
@@ -255,7 +257,7 @@ class Sweep:
                 # fail and be queued again, so wait for them rather than leave.
                 self._stop.wait(min(POLL_S, self.sweep.heartbeat_interval))
         except Exception as error:  # noqa: BLE001 - report, stop starting trials, let others finish
-            message = redact(f"{type(error).__name__}: {error}")
+            message = redact(f"{type(error).__name__}: {error}", known=[self.storage_url])
             self._errors.append(message)
             self.log(f"sweep worker stopped: {message}")
             self._stop.set()
@@ -310,8 +312,9 @@ class Sweep:
 
     def _fail(self, trial: optuna.Trial, outcome: str, error: str) -> float:
         self._outcomes[trial.number] = outcome
-        trial.set_user_attr("error", redact(error))
-        raise TrialRunFailed(redact(error))
+        error = redact(error, known=[self.storage_url])
+        trial.set_user_attr("error", error)
+        raise TrialRunFailed(error)
 
     def _track(self, process: subprocess.Popen) -> None:
         with self._lock:
