@@ -133,7 +133,8 @@ class ClmSpec(Section):
 
 class MaskingSpec(Section):
     mask_prob: float = Field(0.15, gt=0.0, lt=1.0, description="share of maskable positions (or words) chosen")
-    mask_unit: Literal["token", "word"] = Field("token", description="word: mask whole pre-split words")
+    mask_unit: Literal["token", "word", "word_tail"] = Field(
+        "token", description="word: mask whole pre-split words; word_tail: keep a random prefix of a chosen word visible, mask the rest")
 
 
 class MlmSpec(MaskingSpec):
@@ -247,8 +248,8 @@ class ExperimentSpec(Section):
             raise ValueError(f"objective {self.objective.kind} needs '<mask>' in tokenizer.special_tokens")
         if masked and self.model.kind == "bigram":
             raise ValueError(f"objective {self.objective.kind} needs a gpt model; a bigram sees one token")
-        if masked and self.objective.mask_unit == "word" and self.tokenizer.pattern == "none":
-            raise ValueError("mask_unit: word needs a tokenizer pattern (gpt2 or gpt4) to find words")
+        if masked and self.objective.mask_unit != "token" and self.tokenizer.pattern == "none":
+            raise ValueError(f"mask_unit: {self.objective.mask_unit} needs a tokenizer pattern (gpt2 or gpt4) to find words")
         return self
 
     def to_yaml(self) -> str:
