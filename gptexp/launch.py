@@ -347,7 +347,7 @@ def launch(spec: ExperimentSpec, store: RunStore, resume: bool, extra_env: dict[
         record(C.INTERRUPTED, signal=name, error=error)
         return LaunchResult(store.run_id, store.dir, C.exit_code_for_status(C.INTERRUPTED, name), C.INTERRUPTED, error)
     except Exception as error:  # noqa: BLE001 - a full disk, a corrupt cache, a bug: the status must say so
-        from gptexp.tracking import redact
+        from gptexp.redaction import redact
 
         message = redact(f"{type(error).__name__}: {error}")
         record(C.FAILED, error=message)
