@@ -41,10 +41,11 @@ from gptexp.components import build_objective
 from gptexp.models import build_model, num_parameters, set_dropout
 from gptexp.objectives import metric_sums, metrics_from_sums, token_info
 from gptexp.optim import build_optimizer, dropout_rate, learning_rate
+from gptexp.redaction import redact
+from gptexp.runlock import RunInUse, RunLock, acquire_writer
 from gptexp.spec import ExperimentSpec
 from gptexp.tokenizers import load_tokenizer
-from gptexp.runlock import RunInUse, RunLock, acquire_writer
-from gptexp.tracking import NullLogger, RunStore, Tracker, WandbLogger, pid_alive, redact, wandb_mode
+from gptexp.tracking import NullLogger, RunStore, Tracker, WandbLogger, pid_alive, wandb_mode
 
 # Streams of step_seed: independent random numbers for data/masking, dropout and evaluation.
 DATA_STREAM, DROPOUT_STREAM, EVAL_STREAM = 0, 1, 2

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import typer
 
-from gptexp.cli import diff, evaluation, launch_file, report, run, runs, sweep, tokenizer
+from gptexp.cli import diff, evaluation, export, launch_file, report, run, runs, sweep, tokenizer
 from gptexp.cli.errors import exit_on_error
 from gptexp.contract import EXIT_SIGINT
 
@@ -40,6 +40,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("runs", runs.runs),
     Command("eval", evaluation.eval_command),
     Command("generate", evaluation.generate),
+    Command("export", export.export),
     Command("report", report.report),
     Command("diff", diff.diff),
     Command("tokenizer train", tokenizer.train),
