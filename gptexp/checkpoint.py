@@ -64,6 +64,24 @@ def remove_stale_temp_files(directory: Path) -> list[Path]:
     return removed
 
 
+class _WriteErrorKeeper:
+    """A file wrapper that remembers the OSError of a failed write (a full disk, a quota)."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write `state` (a dict; header fields are added) to `path` atomically and durably."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +89,13 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     tmp = _temp_path(path)
     try:
         with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+            writer = _WriteErrorKeeper(f)
+            try:
+                torch.save({"format": FORMAT, "version": VERSION, **state}, writer)
+            except RuntimeError:
+                if writer.error is not None:  # torch's zip writer hides ENOSPC behind "unexpected pos"
+                    raise writer.error from None
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
