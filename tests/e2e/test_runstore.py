@@ -168,7 +168,7 @@ def test_eval_and_generate_refuse_broken_run_files_in_one_line(runs_dir: Path, t
     tokenizer = run_dir / "tokenizer.json"
     original = tokenizer.read_text()
     swapped = json.loads(original)
-    swapped["chars"] = swapped["chars"][:-3]
+    swapped["chars"], swapped["vocab_size"] = swapped["chars"][:-3], swapped["vocab_size"] - 3
     tokenizer.write_text(json.dumps(swapped))
     assert "do not fit" in refused("generate", run_dir.name, "--prompt", "To")
     tokenizer.write_text(original)
