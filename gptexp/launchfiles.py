@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from gptexp import limits
 from gptexp.spec import ExperimentSpec, SpecError
 from gptexp.tracking import secrets_in
 
@@ -46,6 +47,8 @@ TRAINJOB_NODE = "node"  # the torch runtime's replicated job and trainer contain
 TRAINJOB_PATCH_MANAGER = "gptexp"  # owner of the runtime patch that adds our volumes
 SPEC_HEREDOC_END = "GPTEXP_SPEC_END"
 
+# Matched with fullmatch: `$` alone would also accept a trailing newline ("job\n"), which then
+# ends the #SBATCH line and starts a new one.
 _SLURM_TIME = re.compile(r"^(\d+-\d{1,2}(:\d{2}){0,2}|\d+(:\d{2}){0,2})$")  # M, M:S, H:M:S, D-H, D-H:M, D-H:M:S
 _SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")  # room for the operator's "-worker-N"
@@ -88,10 +91,10 @@ def nproc_per_node(spec: ExperimentSpec, gpus_per_node: int) -> int:
 
 def check_shape(spec: ExperimentSpec, nodes: int, gpus_per_node: int) -> None:
     """Raise a SpecError when the cluster shape cannot run `spec`."""
-    if nodes < 1:
-        raise SpecError(f"--nodes {nodes}: must be at least 1")
-    if gpus_per_node < 0:
-        raise SpecError(f"--gpus-per-node {gpus_per_node}: must be 0 (CPU nodes) or more")
+    if not 1 <= nodes <= limits.MAX_NNODES:
+        raise SpecError(f"--nodes {nodes}: must be at least 1 and at most {limits.MAX_NNODES}")
+    if not 0 <= gpus_per_node <= limits.MAX_NPROC:
+        raise SpecError(f"--gpus-per-node {gpus_per_node}: must be 0 (CPU nodes) or more, at most {limits.MAX_NPROC}")
     if gpus_per_node == 0 and spec.launch.backend == "nccl":
         raise SpecError("launch.backend is nccl, which needs GPUs: give --gpus-per-node 1 or more")
     if gpus_per_node == 0 and spec.train.device == "cuda":
@@ -145,11 +148,11 @@ def run_command(spec_file: str, nodes: int, nproc: int, rdzv_endpoint: str, run_
 
 
 def check_slurm_options(options: SlurmOptions) -> None:
-    if not _SLURM_NAME.match(options.job_name):
+    if not _SLURM_NAME.fullmatch(options.job_name):
         raise SpecError(f"--job-name {options.job_name!r}: use 1-64 letters, digits, '.', '_' or '-'")
     if options.partition is not None and not re.fullmatch(r"[A-Za-z0-9_.,-]+", options.partition):
         raise SpecError(f"--partition {options.partition!r}: expected a partition name (letters, digits, '_', '-', ',')")
-    if options.time is not None and not _SLURM_TIME.match(options.time):
+    if options.time is not None and not _SLURM_TIME.fullmatch(options.time):
         raise SpecError(f"--time {options.time!r}: expected minutes, HH:MM:SS or D-HH:MM:SS")
     if options.cpus_per_task is not None and options.cpus_per_task < 1:
         raise SpecError(f"--cpus-per-task {options.cpus_per_task}: must be at least 1")
@@ -233,13 +236,13 @@ def slurm_script(spec: ExperimentSpec, options: SlurmOptions) -> str:
 
 
 def check_k8s_options(options: K8sOptions) -> None:
-    if not _DNS_LABEL.match(options.job_name):
+    if not _DNS_LABEL.fullmatch(options.job_name):
         raise SpecError(f"--job-name {options.job_name!r}: use 1-40 lowercase letters, digits or '-' "
                         "(a Kubernetes name that is also the run id)")
-    if not _IMAGE_REF.match(options.image):
+    if not _IMAGE_REF.fullmatch(options.image):
         raise SpecError(f"--image {options.image!r}: expected an image reference such as registry/gptexp:cuda")
     for flag, value in (("--cpu", options.cpu), ("--memory", options.memory)):
-        if value is not None and not _K8S_QUANTITY.match(value):
+        if value is not None and not _K8S_QUANTITY.fullmatch(value):
             raise SpecError(f"{flag} {value!r}: expected a Kubernetes quantity such as 4, 500m, 16Gi")
     if options.api not in K8S_APIS:
         raise SpecError(f"--k8s-api {options.api!r}: expected one of {', '.join(K8S_APIS)}")

@@ -160,12 +160,17 @@ def test_a_spec_name_cannot_inject_shell_commands(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     marker = tmp_path / "pwned"
     raw = yaml.safe_load(SPEC.read_text())
-    raw["name"] = f"x\ntouch {marker}\n"
+    raw["name"] = f"x'; $(touch {marker}) #"
     spec.write_text(yaml.safe_dump(raw))
     out = tmp_path / "job.sbatch"
     assert invoke([str(spec), "--slurm", "--nodes", "2", "--out", str(out)]).exit_code == 0
     run_sbatch_script(out, tmp_path, nodes=2)
     assert not marker.exists()
+    # A newline would end the comment line the name is written on: the spec refuses it outright.
+    raw["name"] = f"x\ntouch {marker}\n"
+    spec.write_text(yaml.safe_dump(raw))
+    result = invoke([str(spec), "--slurm", "--nodes", "2", "--out", str(out)])
+    assert result.exit_code == 2 and "control character" in result.output
 
 
 # ---------------------------------------------------------------------------------------------
