@@ -11,7 +11,7 @@ from rich.text import Text
 
 from gptexp.cli.console import note, stdout
 from gptexp.cli.errors import fail, print_error
-from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, checked_runs_dir
+from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, checked_runs_dir, writable_runs_dir
 
 if TYPE_CHECKING:
     from gptexp.launch import LaunchResult
@@ -40,10 +40,11 @@ def run(
     """
     from gptexp import launch
 
-    runs_dir = checked_runs_dir(runs_dir)
+    checked_runs_dir(runs_dir)
     if resume is not None:
         if spec_path is not None or overrides or name:
             fail("--resume RUN continues a run as it was: give no SPEC, --set or --name with it")
+        writable_runs_dir(runs_dir)
         result = launch.resume_run(runs_dir, resume, progress=note, force=force,
                                    accept_corpus_change=accept_corpus_change)
     else:
@@ -54,6 +55,7 @@ def run(
         spec = _load_spec_with_flags(spec_path, overrides or [], nproc, nnodes, rdzv_endpoint, run_id, name)
         if spec.launch.run_id is not None:
             _check_run_id(spec.launch.run_id)
+        writable_runs_dir(runs_dir)  # after the spec: bad input creates no directory
         result = launch.start_run(spec, runs_dir, progress=note, accept_corpus_change=accept_corpus_change)
     _print_outcome(result)
     raise typer.Exit(result.exit_code)
