@@ -1,0 +1,5 @@
+import sys
+
+from gptexp.study.runner import main
+
+sys.exit(main())
