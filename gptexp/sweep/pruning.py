@@ -23,15 +23,14 @@ import sys
 import time
 from typing import Any
 
+from gptexp import contract as C
 from gptexp.sweep.storage import open_storage
 from gptexp.tracking import redact
 
-ENV_STORAGE = "GPTEXP_OPTUNA_STORAGE"
-ENV_STUDY = "GPTEXP_STUDY"
-ENV_TRIAL = "GPTEXP_TRIAL"
-ENV_TRIAL_ID = "GPTEXP_TRIAL_ID"
-ENV_METRIC = "GPTEXP_METRIC"
-ENV_PRUNER = "GPTEXP_PRUNER"
+# The environment names are the contract's (defined once in gptexp.contract).
+ENV_STORAGE = C.ENV_OPTUNA_STORAGE
+ENV_STUDY, ENV_TRIAL, ENV_TRIAL_ID = C.ENV_STUDY, C.ENV_TRIAL, C.ENV_TRIAL_ID
+ENV_METRIC, ENV_PRUNER = C.ENV_METRIC, C.ENV_PRUNER
 
 def build_pruner(settings: dict[str, Any]) -> Any:  # -> optuna.pruners.BasePruner
     """The Optuna pruner for a PrunerSpec dump: `{"kind": "median", "n_startup_trials": 2}` -> MedianPruner."""
