@@ -17,10 +17,8 @@ Study directory `<runs dir>/studies/<name>/`:
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -370,35 +368,3 @@ def study_status(runs_dir: Path, name: str) -> list[tuple[str, str]]:
             rows.append((f"train {arm} seed {seed} ({run_id})", "scored" if scored else run_state(run_id)))
     rows.append(("report", "done" if (directory / "results.json").exists() else "to do"))
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m gptexp.study STUDY.yaml [--runs-dir D]` and `... status NAME` (until the CLI has it)."""
-    import argparse
-
-    from gptexp.study.spec import load_study
-
-    parser = argparse.ArgumentParser(prog="gptexp study")
-    parser.add_argument("target", help="STUDY.yaml, or 'status'")
-    parser.add_argument("name", nargs="?")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    args = parser.parse_args(argv)
-    try:
-        if args.target == "status":
-            if not args.name:
-                raise SpecError("gptexp study status NAME: give the study's name")
-            for what, state in study_status(args.runs_dir, args.name):
-                print(f"{what:<60} {state}")
-            return 0
-        study = load_study(args.target)
-        StudyRunner(study, args.runs_dir).run()
-        return 0
-    except SpecError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except StudyInterrupted as stop:
-        print("study interrupted; run the same command again to continue", file=sys.stderr)
-        return stop.exit_code
-    except StudyFailed as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1

@@ -1,5 +1,0 @@
-import sys
-
-from gptexp.study.runner import main
-
-sys.exit(main())
