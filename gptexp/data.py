@@ -50,13 +50,21 @@ def split_text(text: str, val_fraction: float, test_fraction: float) -> dict[str
 
 
 def tokenizer_cache_key(corpus_sha: str, spec: ExperimentSpec) -> str:
-    # The split fractions matter: the tokenizer is trained on the training split only.
+    # The split fractions matter: the tokenizer is trained on the training split only. A file the
+    # spec names (hf) or a custom class's code is part of the identity by content, not by name.
     identity = {
         "corpus": corpus_sha,
         "tokenizer": spec.tokenizer.model_dump(mode="json"),
         "val_fraction": spec.data.val_fraction,
         "test_fraction": spec.data.test_fraction,
     }
+    if spec.tokenizer.kind == "hf":
+        path = Path(spec.tokenizer.path)
+        identity["file"] = sha256_bytes(path.read_bytes()) if path.is_file() else None
+    if spec.tokenizer.kind == "custom":
+        from gptexp.components import module_origin
+
+        identity["code"] = module_origin(spec.tokenizer.target)["sha256"]
     return sha256_bytes(json.dumps(identity, sort_keys=True).encode())[:24]
 
 
@@ -91,7 +99,9 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def prepare_data(spec: ExperimentSpec, cache_dir: Path, progress: Callable[[str], None] = lambda message: None) -> PreparedData:
     """Train or reuse the tokenizer, then encode or reuse each split; returns the cached paths."""
-    from gptexp.tokenizers import load_tokenizer, train_tokenizer
+    from gptexp.components import build_tokenizer
+    from gptexp.tokenizers import load_tokenizer
+    from gptexp.tokenizers.base import save_tokenizer
 
     raw = Path(spec.data.path).read_bytes()
     corpus_sha = sha256_bytes(raw)
@@ -102,10 +112,12 @@ def prepare_data(spec: ExperimentSpec, cache_dir: Path, progress: Callable[[str]
     if tokenizer_path.exists():
         tokenizer = load_tokenizer(tokenizer_path)
     else:
-        progress(f"training {spec.tokenizer.kind} tokenizer on {len(splits['train']):,} characters")
-        options = spec.tokenizer.model_dump()
-        tokenizer = train_tokenizer(splits["train"], **options)
-        _atomic_write(tokenizer_path, tokenizer.save)
+        if spec.tokenizer.kind == "hf":
+            progress(f"loading hf tokenizer {spec.tokenizer.path}")
+        else:
+            progress(f"training {spec.tokenizer.kind} tokenizer on {len(splits['train']):,} characters")
+        tokenizer = build_tokenizer(spec.tokenizer, splits["train"])
+        _atomic_write(tokenizer_path, lambda path: save_tokenizer(tokenizer, path))
 
     arrays_key = sha256_bytes(f"{tokenizer.fingerprint()}:{corpus_sha}:{spec.data.val_fraction}:"
                               f"{spec.data.test_fraction}:v{ENCODING_FORMAT_VERSION}".encode())[:24]

@@ -90,7 +90,14 @@ def rdzv_timeout_s() -> int:
 
 
 def check_supported(spec: ExperimentSpec) -> None:
-    """Kinds the spec accepts but this version cannot run yet exit 2 with a clear message."""
+    """Kinds the spec accepts but this version cannot run yet exit 2 with a clear message; so do
+    component files that do not load (gptexp.components.check_runnable)."""
+    from gptexp.components import ComponentError, check_runnable
+
+    try:
+        check_runnable(spec)
+    except ComponentError as error:
+        raise SpecError(str(error)) from None
     for section in ("tokenizer", "model", "objective", "dropout_schedule"):
         key = f"{section}.{getattr(spec, section).kind}"
         if key in NOT_BUILT_YET:
@@ -206,7 +213,10 @@ def run_torchrun(command: list[str], store: RunStore, extra_env: dict[str, str] 
     runs launches on worker threads (a sweep with --workers) gets each process through `on_start`
     and forwards signals itself.
     """
+    from gptexp.components import start_dir
+
     env = {**os.environ, **(extra_env or {}), C.ENV_LAUNCHER_PID: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+    env.setdefault(C.ENV_START_DIR, str(start_dir()))  # custom components import from here in the workers
     status_before = _status_mtime(store)
     started = time.monotonic()
     output = open(log_path, "ab") if log_path else None
@@ -322,6 +332,9 @@ def launch(spec: ExperimentSpec, store: RunStore, resume: bool, extra_env: dict[
             if resume:
                 check_corpus_unchanged(store, prepared, accept_corpus_change, progress)
             write_text_atomic(store.tokenizer_path, prepared.tokenizer_path.read_text(encoding="utf-8"))
+            from gptexp.components import record_components
+
+            record_components(spec, store.dir, resume, warn=progress)
             record(C.RUNNING, corpus_sha256=prepared.corpus_sha256)
         command = torchrun_command(spec, store, prepared, resume)
         code = run_torchrun(command, store, extra_env=extra_env, log_path=log_path, on_start=on_start, progress=progress)
@@ -334,7 +347,7 @@ def launch(spec: ExperimentSpec, store: RunStore, resume: bool, extra_env: dict[
         record(C.INTERRUPTED, signal=name, error=error)
         return LaunchResult(store.run_id, store.dir, C.exit_code_for_status(C.INTERRUPTED, name), C.INTERRUPTED, error)
     except Exception as error:  # noqa: BLE001 - a full disk, a corrupt cache, a bug: the status must say so
-        from gptexp.tracking import redact
+        from gptexp.redaction import redact
 
         message = redact(f"{type(error).__name__}: {error}")
         record(C.FAILED, error=message)
@@ -416,6 +429,11 @@ def resume_run(runs_dir: Path, run: str, extra_env: dict[str, str] | None = None
         store = RunStore(run_dir_for(runs_dir, run))
     except RunStoreError as error:
         raise SpecError(str(error)) from None
+    from gptexp.components import recorded_start_dir
+
+    started_in = recorded_start_dir(store.dir)
+    if started_in and not os.environ.get(C.ENV_START_DIR):
+        os.environ[C.ENV_START_DIR] = started_in  # custom components import from where the run started
     spec = load_run_spec(store)
     lock = _lock(store, spec)
     try:

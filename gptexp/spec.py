@@ -83,7 +83,50 @@ def _check_special_tokens(tokens: list[str]) -> None:
         raise ValueError("special_tokens must be non-empty strings")
 
 
-TokenizerSpec = Annotated[CharTokenizerSpec | BpeTokenizerSpec, Field(discriminator="kind")]
+class HFTokenizerSpec(Section):
+    """A pretrained Hugging Face `tokenizers` file (tokenizer.json), used as it is (not trained)."""
+
+    kind: Literal["hf"] = "hf"
+    path: str = Field(description="a Hugging Face tokenizer.json; relative paths are from the current directory")
+
+    @property
+    def special_tokens(self) -> list[str]:
+        """Unknown until the file is read: masked objectives are checked when the data is prepared."""
+        return []
+
+    @property
+    def pattern(self) -> str:
+        return "none"  # word starts come from the file's own pre-tokenizer, not from a gptexp pattern
+
+
+ComponentArgs = dict[str, Any]
+
+
+class CustomTokenizerSpec(Section):
+    """A tokenizer class named by import path (see gptexp.components for the contract)."""
+
+    kind: Literal["custom"] = "custom"
+    target: str = Field(description='"package.module:ClassName", imported from installed packages or the start directory')
+    args: ComponentArgs = Field(default_factory=dict, description="keyword arguments of the class")
+
+    @property
+    def special_tokens(self) -> list[str]:
+        return []
+
+    @property
+    def pattern(self) -> str:
+        return "none"
+
+    @model_validator(mode="after")
+    def _target_fits(self) -> CustomTokenizerSpec:
+        from gptexp.components import check_custom
+
+        check_custom("tokenizer", self.target, self.args)
+        return self
+
+
+TokenizerSpec = Annotated[CharTokenizerSpec | BpeTokenizerSpec | HFTokenizerSpec | CustomTokenizerSpec,
+                          Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,6 +144,7 @@ class GPTSpec(Section):
     mlp: Literal["gelu", "swiglu"] = "gelu"
     tie_embeddings: bool = True
     bias: bool = Field(False, description="bias terms in Linear and LayerNorm layers")
+    norm: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="normalization of every block and the final layer (rmsnorm has no bias)")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> GPTSpec:
@@ -120,7 +164,23 @@ class BigramSpec(Section):
     block_size: PositiveInt = Field(128, description="tokens per training window (the model itself looks at one)")
 
 
-ModelSpec = Annotated[GPTSpec | BigramSpec, Field(discriminator="kind")]
+class CustomModelSpec(Section):
+    """A model class named by import path; called with vocab_size, block_size, causal and `args`."""
+
+    kind: Literal["custom"] = "custom"
+    target: str = Field(description='"package.module:ClassName", imported from installed packages or the start directory')
+    block_size: PositiveInt = Field(128, description="context length in tokens (passed to the class)")
+    args: ComponentArgs = Field(default_factory=dict, description="further keyword arguments of the class")
+
+    @model_validator(mode="after")
+    def _target_fits(self) -> CustomModelSpec:
+        from gptexp.components import check_custom
+
+        check_custom("model", self.target, self.args)
+        return self
+
+
+ModelSpec = Annotated[GPTSpec | BigramSpec | CustomModelSpec, Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +205,22 @@ class MntpSpec(MaskingSpec):
     kind: Literal["mntp"] = "mntp"
 
 
-ObjectiveSpec = Annotated[ClmSpec | MlmSpec | MntpSpec, Field(discriminator="kind")]
+class CustomObjectiveSpec(Section):
+    """An objective class named by import path; called with `args` (see gptexp.components)."""
+
+    kind: Literal["custom"] = "custom"
+    target: str = Field(description='"package.module:ClassName", imported from installed packages or the start directory')
+    args: ComponentArgs = Field(default_factory=dict, description="keyword arguments of the class")
+
+    @model_validator(mode="after")
+    def _target_fits(self) -> CustomObjectiveSpec:
+        from gptexp.components import check_custom
+
+        check_custom("objective", self.target, self.args)
+        return self
+
+
+ObjectiveSpec = Annotated[ClmSpec | MlmSpec | MntpSpec | CustomObjectiveSpec, Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,22 +308,29 @@ class ExperimentSpec(Section):
     @model_validator(mode="before")
     @classmethod
     def _default_kinds(cls, raw: Any) -> Any:
-        """Let a section leave out `kind` when it means the default one (`model: {n_layer: 2}`)."""
+        """Let a section leave out `kind` when it means the default one (`model: {n_layer: 2}`), and
+        turn a kind registered by an installed package (`model: {kind: mamba}`) into its import path."""
         if isinstance(raw, dict):
+            from gptexp.components import expand_entry_point
+
             raw = dict(raw)
             for section, kind in _DEFAULT_KINDS.items():
                 if isinstance(raw.get(section), dict) and "kind" not in raw[section]:
                     raw[section] = {"kind": kind, **raw[section]}
+                if isinstance(raw.get(section), dict):
+                    raw[section] = expand_entry_point(section, raw[section])
         return raw
 
     @model_validator(mode="after")
     def _objective_fits_model_and_tokenizer(self) -> ExperimentSpec:
         masked = self.objective.kind in ("mlm", "mntp")
-        if masked and "<mask>" not in self.tokenizer.special_tokens:
+        # hf and custom tokenizers name their special tokens in their own files: checked at preparation
+        if masked and self.tokenizer.kind in ("char", "bpe") and "<mask>" not in self.tokenizer.special_tokens:
             raise ValueError(f"objective {self.objective.kind} needs '<mask>' in tokenizer.special_tokens")
         if masked and self.model.kind == "bigram":
             raise ValueError(f"objective {self.objective.kind} needs a gpt model; a bigram sees one token")
-        if masked and self.objective.mask_unit != "token" and self.tokenizer.pattern == "none":
+        if (masked and self.objective.mask_unit != "token" and self.tokenizer.kind in ("char", "bpe")
+                and self.tokenizer.pattern == "none"):
             raise ValueError(f"mask_unit: {self.objective.mask_unit} needs a tokenizer pattern (gpt2 or gpt4) to find words")
         return self
 
@@ -339,7 +421,7 @@ def format_validation_error(error: ValidationError, source: str) -> str:
 
 
 # Tags of the discriminated unions (experiment and sweep specs), dropped from error paths.
-_UNION_TAGS = {"char", "bpe", "gpt", "bigram", "clm", "mlm", "mntp", "constant", "linear",
+_UNION_TAGS = {"char", "bpe", "hf", "custom", "gpt", "bigram", "clm", "mlm", "mntp", "constant", "linear",
                "float", "int", "categorical", "median", "hyperband", "none"}
 
 
@@ -362,8 +444,10 @@ def load_spec(path: str | os.PathLike[str], overrides: list[str] | None = None) 
 
 
 def resolve_paths(spec: ExperimentSpec) -> ExperimentSpec:
-    """Make the data path absolute so a resumed run (or a sweep trial) finds it from anywhere."""
+    """Make the data (and tokenizer file) paths absolute so a resumed run or a sweep trial finds them from anywhere."""
     spec.data.path = str(Path(spec.data.path).expanduser().resolve())
+    if isinstance(spec.tokenizer, HFTokenizerSpec):
+        spec.tokenizer.path = str(Path(spec.tokenizer.path).expanduser().resolve())
     return spec
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from gptexp import contract as C
+from gptexp.redaction import redact_data
 
 RUN_STATUSES = C.RUN_STATUSES
 # Upper bounds on what a read of a run file accepts: a run file larger than this is not one
@@ -147,11 +148,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return read_json_object(path, MAX_SUMMARY_BYTES)
     except (OSError, RunStoreError):
         return None
-
-
-def redact(text: str) -> str:
-    """Hide the password of any URL in `text` (`postgresql://u:pw@h/db` -> `postgresql://u:***@h/db`)."""
-    return re.sub(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+):[^@\s]+@", r"\g<scheme>:***@", text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,9 +275,8 @@ class RunStore:
         current["status"] = status
         current["host"] = socket.gethostname()
         current["updated"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        if "error" in current and current["error"]:
-            current["error"] = redact(str(current["error"]))
-        write_json_atomic(self.status_path, current)
+        # An error may quote a storage URL (a sweep trial's pruning bridge): no password in run files.
+        write_json_atomic(self.status_path, redact_data(current))
 
     def effective_status(self) -> str:
         """The stored status, except that a 'running' run that nothing owns any more is 'crashed'.

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from gptexp.redaction import redact
 from gptexp.tracking import (
     RunStore,
     RunStoreError,
     list_runs,
     new_run_id,
     pid_alive,
-    redact,
     run_dir_for,
     wandb_mode,
     write_json_atomic,
