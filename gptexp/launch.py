@@ -250,7 +250,6 @@ def run_torchrun(command: list[str], store: RunStore, extra_env: dict[str, str] 
                  f"{rdzv_timeout_s()} s, or torchrun failed before training (torchrun exit code {torchrun_code}, "
                  f"after {time.monotonic() - started:.0f} s); start every node with the same --rdzv-endpoint "
                  f"and --run-id, or set ${C.ENV_RDZV_TIMEOUT}")
-        progress(error)
         if received:
             store.write_status(C.INTERRUPTED, signal=signal.Signals(received[0]).name, error=error)
             return C.exit_code_for_status(C.INTERRUPTED, signal.Signals(received[0]).name)
