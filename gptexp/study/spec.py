@@ -156,13 +156,14 @@ def check_study(study: StudySpec, source: str) -> None:
             raise SpecError(f"{source}: arms.{arm}: objective {spec.objective.kind!r}; a study compares masked LMs (mlm, mntp)")
         if spec.model.kind != "gpt":
             raise SpecError(f"{source}: arms.{arm}: model {spec.model.kind!r}; a study needs a gpt model")
-        if spec.tokenizer.pattern == "none":
-            raise SpecError(f"{source}: arms.{arm}: tokenizer.pattern none has no words; the evaluation set needs gpt2 or gpt4")
+        if getattr(spec.tokenizer, "pattern", "none") == "none":
+            raise SpecError(f"{source}: arms.{arm}: the study needs a char or bpe tokenizer with pattern gpt2 or gpt4 "
+                            "(the evaluation set's words)")
     first_arm, first = next(iter(specs.items()))
     for arm, spec in specs.items():
         same = {
             "data": spec.data == first.data,
-            "tokenizer.pattern": spec.tokenizer.pattern == first.tokenizer.pattern,
+            "tokenizer.pattern": getattr(spec.tokenizer, "pattern", None) == getattr(first.tokenizer, "pattern", None),
             "train.max_steps": spec.train.max_steps == first.train.max_steps,
             "train.batch_size": spec.train.batch_size == first.train.batch_size,
             "train.grad_accum": spec.train.grad_accum == first.train.grad_accum,
