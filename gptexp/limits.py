@@ -27,6 +27,8 @@ MAX_NPROC = 1024  # processes per node
 MAX_NNODES = 65_536
 MAX_SEED = 2**63 - 1  # a signed 64-bit integer: torch, SQLite, JSON readers and W&B configs all keep it exact
 MAX_NAME_LENGTH = 128  # the experiment name is the W&B run name
+MAX_PATH_BYTES = 4096  # Linux PATH_MAX
+MAX_PATH_PART_BYTES = 255  # Linux NAME_MAX
 # `gptexp generate --max-new-tokens`: 100k tokens take minutes on a CPU for the shipped models;
 # more is a typo (1e9 would sample for days).
 MAX_NEW_TOKENS = 100_000
