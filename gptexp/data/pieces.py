@@ -92,28 +92,24 @@ def last_safe_cut(text: str) -> int:
 
 
 def cut_pieces(texts: Iterable[str], target_chars: int, pattern: str) -> Iterator[str]:
-    """Join a split's text blocks and re-cut them into pieces of about target_chars at safe places."""
+    """Join a split's text blocks and re-cut them into pieces at the first safe place after each
+    target_chars characters (a piece is longer where no safe place comes sooner)."""
     if pattern == "none":
         whole = "".join(texts)
         if whole:
             yield whole
         return
-    pending: list[str] = []
-    size = 0
+    buffer = ""
+    searched = 0  # no safe place starts before this offset of the buffer
     for text in texts:
-        pending.append(text)
-        size += len(text)
-        if size < target_chars:
-            continue
-        joined = "".join(pending)
-        cut = last_safe_cut(joined)
-        if cut:
-            yield joined[:cut]
-            rest = joined[cut:]
-            pending, size = ([rest] if rest else []), len(rest)
-        else:  # no safe place yet: keep reading (one long piece)
-            pending = [joined]
-    if pending:
-        joined = "".join(pending)
-        if joined:
-            yield joined
+        buffer += text
+        while len(buffer) > target_chars:
+            match = _SAFE_CUT.search(buffer, max(target_chars - 1, searched))
+            if match is None:
+                searched = max(len(buffer) - 2, 0)
+                break
+            cut = match.start() + 2
+            yield buffer[:cut]
+            buffer, searched = buffer[cut:], 0
+    if buffer:
+        yield buffer

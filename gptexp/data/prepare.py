@@ -120,8 +120,10 @@ def ordered_map(function: Callable[[Any], Any], items: Iterable[Any], workers: i
         _init_worker(state)
         yield from map(function, items)
         return
-    # spawn: the launcher may have threads (rich, W&B), and a forked child of a threaded process can hang
-    context = multiprocessing.get_context("spawn")
+    # fork where there is one: no re-import, and it works whatever __main__ is (stdin, a notebook).
+    # The children run only numpy and regex code, nothing that needs the parent's other threads.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(state,)) as pool:
         pending: deque = deque()
         for item in items:
