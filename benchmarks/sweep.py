@@ -27,8 +27,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from gptexp.spec import load_sweep_spec  # noqa: E402
-from gptexp.sweep import Sweep, open_study, read_trial_summary  # noqa: E402
+from gptexp.sweep.spec import load_sweep_spec  # noqa: E402
+from gptexp.sweep.runner import Sweep, open_study  # noqa: E402
+from gptexp.sweep.status import read_trial_summary  # noqa: E402
 
 
 def run_sweep(path: Path, runs_dir: Path, pruner: str | None, n_trials: int, workers: int, study: str) -> dict:
@@ -62,7 +63,7 @@ def run_sweep(path: Path, runs_dir: Path, pruner: str | None, n_trials: int, wor
 BRIDGE_PROBE = """
 import time
 t0 = time.perf_counter()
-from gptexp.pruning import PruningBridge
+from gptexp.sweep.pruning import PruningBridge
 bridge = PruningBridge.from_environment(is_main=True)
 t1 = time.perf_counter()
 for step in range(1, 21):
@@ -79,8 +80,7 @@ def bridge_cost(runs_dir: Path, repeats: int = 3) -> tuple[float, float]:
 
     import optuna
 
-    from gptexp.pruning import open_storage
-    from gptexp.sweep import default_storage_url
+    from gptexp.sweep.storage import default_storage_url, open_storage
 
     url = default_storage_url(runs_dir)
     study = optuna.create_study(study_name=f"bridge-probe-{time.time_ns()}", storage=open_storage(url))

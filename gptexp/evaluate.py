@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
+from gptexp.checkpoint import CheckpointError, load_checkpoint
 from gptexp.data import TokenSplit, byte_table
 from gptexp.models import build_model
 from gptexp.objectives import TokenInfo, Window, is_causal, make_batch, metric_sums, metrics_from_sums
-from gptexp.spec import ExperimentSpec, SpecError
+from gptexp.spec import ExperimentSpec, SpecError, validate_spec
 from gptexp.tokenizers import Tokenizer, TokenizerFileError, load_tokenizer
-from gptexp.tracking import RunStore
+from gptexp.tracking import RunStore, RunStoreError
 
 EVAL_SEED = 0  # masks of an MLM eval are drawn from this seed, so repeated evals agree
 
@@ -34,25 +34,40 @@ class LoadedRun:
 
 
 def load_trained_run(run_dir: Path, checkpoint: str = "best") -> LoadedRun:
-    """The run's spec, tokenizer and model with its trained weights, in eval mode."""
-    from gptexp.train import RunFailed, load_checkpoint
+    """The run's spec, tokenizer and model with its trained weights, in eval mode.
 
+    Every way a run directory can be unusable (a malformed spec, a missing or foreign tokenizer,
+    a truncated or foreign checkpoint, weights that do not fit the tokenizer) raises SpecError
+    with one line naming the file.
+    """
     store = RunStore(run_dir)
-    spec = ExperimentSpec.model_validate(yaml.safe_load(store.spec_path.read_text(encoding="utf-8")))
+    try:
+        spec = validate_spec(store.read_spec(), str(store.spec_path))
+    except RunStoreError as error:
+        raise SpecError(str(error)) from None
     try:
         tokenizer = load_tokenizer(store.tokenizer_path)
     except TokenizerFileError as error:
         raise SpecError(str(error)) from None
+    except OSError as error:
+        raise SpecError(f"{store.tokenizer_path}: cannot read the run's tokenizer ({error.strerror})") from None
     candidates = [store.best_checkpoint, store.last_checkpoint] if checkpoint == "best" else [store.last_checkpoint]
     path = next((p for p in candidates if p.exists()), None)
     if path is None:
         raise SpecError(f"run {store.run_id}: no checkpoint yet in {store.checkpoint_dir}")
     try:
         state = load_checkpoint(path)
-    except RunFailed as error:
+    except CheckpointError as error:
         raise SpecError(str(error)) from None
     model = build_model(spec.model, tokenizer.vocab_size, causal=is_causal(spec.objective))
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        # Typically tokenizer.json was swapped: its vocabulary no longer matches the embedding.
+        first = str(error).strip().splitlines()
+        detail = next((line.strip() for line in first[1:] if "size mismatch" in line), first[0] if first else "")
+        raise SpecError(f"{path}: the weights do not fit this run's spec and {store.tokenizer_path.name} "
+                        f"(vocabulary {tokenizer.vocab_size}); was a file of the run replaced? ({detail[:200]})") from None
     model.eval()
     return LoadedRun(spec, tokenizer, model, int(state["step"]), path)
 
@@ -80,7 +95,10 @@ def sequential_windows(split: TokenSplit, window: int, batch_size: int, max_batc
 @torch.no_grad()
 def evaluate_text(run: LoadedRun, text: str, batch_size: int, max_batches: int | None) -> dict[str, Any]:
     """val/loss, val/bpb, val/acc of the run's objective on `text` (unknown characters are <unk>)."""
-    encoded = run.tokenizer.encode_for_training(text)
+    try:
+        encoded = run.tokenizer.encode_for_training(text)
+    except ValueError as error:  # e.g. a character outside a vocabulary that has no <unk>
+        raise SpecError(f"--data: the run's tokenizer cannot encode this text ({error})") from None
     # bytes per token from the tokenizer's table, as in training, so both report the same val/bpb
     split = TokenSplit.from_arrays(encoded.ids, byte_table(run.tokenizer), encoded.word_starts)
     info = token_info(run.tokenizer)
@@ -104,7 +122,10 @@ def generate_text(run: LoadedRun, prompt: str, max_new_tokens: int, temperature:
     """Sample a continuation of `prompt` from a causal model (greedy when temperature is 0)."""
     if not is_causal(run.spec.objective):
         raise SpecError(f"generate needs a causal model; this run was trained with objective {run.spec.objective.kind}")
-    ids = run.tokenizer.encode(prompt) if prompt else []
+    try:
+        ids = run.tokenizer.encode(prompt) if prompt else []
+    except ValueError as error:
+        raise SpecError(f"--prompt: the run's tokenizer cannot encode it ({error})") from None
     if not ids:
         specials = run.tokenizer.special_tokens
         start = specials.get("<bos>", specials.get("<eos>"))

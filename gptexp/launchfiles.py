@@ -1,7 +1,7 @@
 """Launch files for clusters: a Slurm batch script and a Kubeflow PyTorchJob manifest for a spec.
 
 Pure functions from a validated spec and a few facts about the cluster to text; the
-`gptexp launch-file` command (launchfiles_cli.py) writes that text. Every node of a job runs the
+`gptexp launch-file` command (gptexp/cli/launch_file.py) writes that text. Every node of a job runs the
 same portable entry point,
 
     gptexp run SPEC --nnodes N --nproc G --rdzv-endpoint HOST:PORT --run-id ID

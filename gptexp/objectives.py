@@ -84,8 +84,40 @@ def word_index(word_starts: torch.Tensor) -> torch.Tensor:
     return starts.flatten().long().cumsum(0).view(starts.shape) - 1
 
 
+def position_in_word(word_of: torch.Tensor, n_words: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(position of each token inside its word (B, T), length of each word in tokens (n_words,)).
+
+    Words are runs of equal `word_index` values. `position_in_word([[0, 0, 1], [2, 3, 3]], 4)
+    -> ([[0, 1, 0], [0, 0, 1]], [2, 1, 1, 2])`
+    """
+    flat = word_of.flatten()
+    order = torch.arange(flat.numel(), device=flat.device)
+    first = torch.full((n_words,), flat.numel(), dtype=torch.long, device=flat.device)
+    first = first.scatter_reduce(0, flat, order, reduce="amin")
+    length = torch.bincount(flat, minlength=n_words)
+    return (order - first[flat]).view_as(word_of), length
+
+
+def whole_word_positions(word_starts: torch.Tensor) -> torch.Tensor:
+    """True (B, T) where a position belongs to a word that lies wholly inside its row.
+
+    word_starts is (B, T+1): column T says whether the token after the row starts a word, so
+    whether the row's last word is complete. A row that starts inside a word (a leading fragment)
+    or stops inside one (a trailing fragment) must not mask the fragment as if it were a word.
+    `whole_word_positions([[0, 1, 0, 1, 0]]) -> [[False, True, True, False]]`
+    """
+    starts = word_starts[:, :-1]
+    T = starts.size(1)
+    columns = torch.arange(T, device=starts.device).expand_as(starts)
+    first_start = torch.where(starts, columns, T).amin(dim=1, keepdim=True)
+    last_start = torch.where(starts, columns, -1).amax(dim=1, keepdim=True)
+    leading = columns < first_start
+    trailing = (columns >= last_start) & ~word_starts[:, -1:]
+    return ~leading & ~trailing
+
+
 def mask_tokens(ids: torch.Tensor, maskable: torch.Tensor, info: TokenInfo, mask_prob: float,
-                generator: torch.Generator, word_starts: torch.Tensor | None = None
+                generator: torch.Generator, word_starts: torch.Tensor | None = None, word_tail: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking: (new input ids (B, T), chosen positions (B, T) bool); ids is never modified.
 
@@ -98,8 +130,14 @@ def mask_tokens(ids: torch.Tensor, maskable: torch.Tensor, info: TokenInfo, mask
     position (word) with the smallest draw is chosen, so the loss is always defined.
     Chosen positions become <mask> (MASK_SHARE), a random non-special id (RANDOM_SHARE) or stay.
 
+    Word tail (word_tail=True, needs word_starts): a chosen word of L tokens keeps a visible prefix
+    of k tokens, k uniform in {0..L-1}, and only the rest (the tail, at least one token) is chosen;
+    every tail token becomes <mask> (no 80/10/10), so the tail is never shown to the model. This
+    trains what PLL-word-l2r scoring asks (the next tokens of a word given its first ones).
+
     The generator (on ids' device) is drawn in a fixed order whatever the content: choice,
-    action, random ids; the same generator state gives the same result.
+    action, random ids, then (word tail only) the prefix draws; the same generator state gives the
+    same result.
     """
     if info.mask_id is None:
         raise ValueError("masking needs a tokenizer with a <mask> token (TokenInfo.mask_id is None)")
@@ -129,6 +167,13 @@ def mask_tokens(ids: torch.Tensor, maskable: torch.Tensor, info: TokenInfo, mask
         action_draws = word_actions[word_of]  # (B, T): one decision per word
     candidates = replacement_ids(info, device)
     random_ids = candidates[torch.randint(len(candidates), ids.shape, generator=generator, device=device)]
+    if word_tail:
+        if word_starts is None:
+            raise ValueError("word_tail masking needs word_starts")
+        position, length = position_in_word(word_of, n_words)
+        prefix = (torch.rand(n_words, generator=generator, device=device) * length).long()  # k in {0..L-1}
+        chosen = chosen & (position >= prefix[word_of])
+        return ids.masked_fill(chosen, info.mask_id), chosen
     to_mask = chosen & (action_draws < MASK_SHARE)
     to_random = chosen & (action_draws >= MASK_SHARE) & (action_draws < MASK_SHARE + RANDOM_SHARE)
     new_ids = torch.where(to_random, random_ids, ids).masked_fill(to_mask, info.mask_id)
@@ -155,11 +200,15 @@ def make_batch(objective: ObjectiveSpec, window: Window, info: TokenInfo, genera
 
     T = window.ids.size(1) - 1
     ids, byte_counts = window.ids[:, :T], window.byte_counts[:, :T]
-    word_starts = window.word_starts[:, :T] if objective.mask_unit == "word" else None
+    by_word = objective.mask_unit in ("word", "word_tail")
+    word_starts = window.word_starts[:, :T] if by_word else None
     maskable = ~special_mask(ids, info)  # a new tensor: editing it leaves the window alone
+    if by_word:  # words cut by the window's edges are never masked
+        maskable &= whole_word_positions(window.word_starts)
     if objective.kind == "mntp":
         maskable[:, 0] = False
-    inputs, chosen = mask_tokens(ids, maskable, info, objective.mask_prob, generator, word_starts)
+    inputs, chosen = mask_tokens(ids, maskable, info, objective.mask_prob, generator, word_starts,
+                                 word_tail=objective.mask_unit == "word_tail")
     labels = ids.masked_fill(~chosen, IGNORE_INDEX)
     label_bytes = byte_counts.masked_fill(~chosen, 0)
     if objective.kind == "mntp":

@@ -31,20 +31,20 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from gptexp import contract as C
+from gptexp.checkpoint import CheckpointError, load_checkpoint, remove_stale_temp_files, save_checkpoint
 from gptexp.data import PreparedData, TokenSplit, load_splits, sample_windows, step_seed
 from gptexp.models import build_model
 from gptexp.objectives import TokenInfo, is_causal, make_batch, metric_sums, metrics_from_sums
 from gptexp.optim import build_optimizer, dropout_rate, learning_rate
 from gptexp.spec import ExperimentSpec
 from gptexp.tokenizers import load_tokenizer
+from gptexp.runlock import RunInUse, RunLock, acquire_writer
 from gptexp.tracking import NullLogger, RunStore, Tracker, WandbLogger, pid_alive, redact, wandb_mode
 
-CHECKPOINT_FORMAT = "gptexp-checkpoint"
-CHECKPOINT_VERSION = 1
 # Streams of step_seed: independent random numbers for data/masking, dropout and evaluation.
 DATA_STREAM, DROPOUT_STREAM, EVAL_STREAM = 0, 1, 2
 # Indices into the per-step all_reduce vector.
@@ -108,22 +108,27 @@ class Trainer:
     def __init__(self, run_dir: Path, prepared: PreparedData, resume: bool) -> None:
         self.run_dir = run_dir
         self.store = RunStore(run_dir)
-        self.spec = ExperimentSpec.model_validate(yaml.safe_load(self.store.spec_path.read_text(encoding="utf-8")))
+        self.spec = ExperimentSpec.model_validate(self.store.read_spec())
         self.prepared = prepared
         self.resume = resume
         self.counters = Counters()
         self.stop_flags = {SIGINT_FLAG: 0.0, SIGTERM_FLAG: 0.0}
-        self.launcher_pid = int(os.environ.get("GPTEXP_LAUNCHER_PID", "0")) or None
+        self.launcher_pid = int(os.environ.get(C.ENV_LAUNCHER_PID, "0")) or None
         self.started = time.time()
         self.is_main = int(os.environ.get("RANK", "0")) == 0
         self.tracker: Tracker | None = None
         self.stop_reason = ""
+        self.writer_lock: RunLock | None = None
 
     # -- set up -----------------------------------------------------------------------------
     def setup(self) -> None:
         spec = self.spec
-        self.ctx = setup_distributed(spec)
         self._install_signal_handlers()
+        if self.is_main:
+            # Held until this process exits: a launcher that finds it taken knows a trainer still
+            # writes the run (workers outlive a killed launcher by up to a step).
+            self.writer_lock = acquire_writer(self.run_dir)
+        self.ctx = setup_distributed(spec)
         # Starting W&B (import + service start, about 0.8 s) overlaps with the rest of the set-up.
         self.logger_future = self._start_logger() if self.ctx.is_main else None
         self.tokenizer = load_tokenizer(self.prepared.tokenizer_path)
@@ -138,6 +143,8 @@ class Trainer:
         torch.manual_seed(spec.seed)  # identical initial weights on every rank (DDP also broadcasts)
         self.model = build_model(spec.model, self.tokenizer.vocab_size, causal=is_causal(spec.objective)).to(self.ctx.device)
         self.optimizer = build_optimizer(self.model, spec.optim, self.ctx.device.type)
+        if self.ctx.is_main:
+            remove_stale_temp_files(self.store.checkpoint_dir)  # left by a writer killed mid-save
         if self.resume and self.store.last_checkpoint.exists():
             self._load_checkpoint(self.store.last_checkpoint)
         wrapped: nn.Module = self.model
@@ -174,8 +181,8 @@ class Trainer:
         else:
             wb = spec.tracking.wandb
             config = spec.model_dump(mode="json")
-            if os.environ.get("GPTEXP_TRIAL"):  # a sweep trial: say which, for W&B's filters and tables
-                config["sweep"] = {"study": os.environ.get("GPTEXP_STUDY"), "trial": int(os.environ["GPTEXP_TRIAL"])}
+            if os.environ.get(C.ENV_TRIAL):  # a sweep trial: say which, for W&B's filters and tables
+                config["sweep"] = {"study": os.environ.get(C.ENV_STUDY), "trial": int(os.environ[C.ENV_TRIAL])}
             future = executor.submit(WandbLogger, self.store, config=config, mode=mode,
                                      project=wb.project, entity=wb.entity, group=wb.group, tags=wb.tags, name=spec.name)
         executor.shutdown(wait=False)
@@ -185,14 +192,15 @@ class Trainer:
         logger = self.logger_future.result()
         if self.resume:
             self.store.truncate_metrics_after(self.counters.step)
-        self.store.write_status("running", step=self.counters.step, worker_pid=os.getpid(), error=None,
-                                world_size=self.ctx.world_size, launcher_pid=self.launcher_pid)
+        self.store.write_status(C.RUNNING, step=self.counters.step, worker_pid=os.getpid(), error=None,
+                                world_size=self.ctx.world_size, launcher_pid=self.launcher_pid,
+                                corpus_sha256=self.prepared.corpus_sha256 or None)
         return Tracker(self.store, logger)
 
     def _make_pruning_bridge(self) -> Any:
-        if not os.environ.get("GPTEXP_TRIAL"):
+        if not os.environ.get(C.ENV_TRIAL):
             return None
-        from gptexp.pruning import PruningBridge
+        from gptexp.sweep.pruning import PruningBridge
 
         return PruningBridge.from_environment(is_main=self.ctx.is_main)
 
@@ -270,7 +278,7 @@ class Trainer:
             self._log_eval(self.evaluate())
         # tokens/s counts training steps only (evals and checkpoints in between are left out)
         interval_time, interval_tokens = 0.0, 0
-        status = "completed"
+        status = C.COMPLETED
         with progress:
             while counters.step < spec.train.max_steps:
                 step_start = time.perf_counter()
@@ -296,11 +304,12 @@ class Trainer:
                     metrics = self.evaluate()
                     self._log_eval(metrics)
                     if self.pruner is not None and self._should_prune(metrics):
-                        status = "pruned"
+                        status = C.PRUNED
                         break
                 if shared[SIGINT_FLAG] or shared[SIGTERM_FLAG] or shared[ORPHAN_FLAG]:
-                    status = "interrupted"
-                    self.stop_reason = "SIGINT" if shared[SIGINT_FLAG] else ("SIGTERM" if shared[SIGTERM_FLAG] else "launcher gone")
+                    status = C.INTERRUPTED
+                    self.stop_reason = (C.SIGINT_NAME if shared[SIGINT_FLAG]
+                                        else C.SIGTERM_NAME if shared[SIGTERM_FLAG] else "launcher gone")
                     break
                 if step % spec.train.checkpoint_every == 0 and not last:
                     self.save_checkpoint()
@@ -315,34 +324,33 @@ class Trainer:
         return bool(decision.item())
 
     def _row(self, **values: Any) -> dict[str, Any]:
-        return {"step": self.counters.step, "time": round(time.time(), 3), **values,
-                "tokens_seen": self.counters.tokens_seen, "bytes_seen": self.counters.bytes_seen}
+        return {C.STEP: self.counters.step, C.TIME: round(time.time(), 3), **values,
+                C.TOKENS_SEEN: self.counters.tokens_seen, C.BYTES_SEEN: self.counters.bytes_seen}
 
     def _log_train(self, tokens_per_sec: float) -> None:
         if self.tracker is None:
             return
         spec, step = self.spec, self.counters.step - 1  # lr/dropout of the step just taken
         self.tracker.log(self._row(**{
-            "train/loss": self.counters.last_train_loss,
-            "lr": learning_rate(step, spec.optim, spec.train.max_steps),
-            "dropout": dropout_rate(step, spec.dropout_schedule, getattr(spec.model, "dropout", 0.0), spec.train.max_steps),
-            "tokens_per_sec": round(tokens_per_sec, 1),
+            C.TRAIN_LOSS: self.counters.last_train_loss,
+            C.LR: learning_rate(step, spec.optim, spec.train.max_steps),
+            C.DROPOUT: dropout_rate(step, spec.dropout_schedule, getattr(spec.model, "dropout", 0.0), spec.train.max_steps),
+            C.TOKENS_PER_SEC: round(tokens_per_sec, 1),
         }))
 
     def _log_eval(self, metrics: dict[str, float]) -> None:
         counters = self.counters
         counters.last_eval = metrics
-        improved = metrics["val/bpb"] < counters.best_val_bpb
+        improved = metrics[C.VAL_BPB] < counters.best_val_bpb
         if improved:
-            counters.best_val_bpb, counters.best_step = metrics["val/bpb"], counters.step
+            counters.best_val_bpb, counters.best_step = metrics[C.VAL_BPB], counters.step
         if self.tracker is None:
             return
         self.tracker.log(self._row(**metrics))
-        self.store.write_status("running", step=counters.step)
+        self.store.write_status(C.RUNNING, step=counters.step)
         if improved and counters.step > 0:
-            self._write_atomic({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": counters.step,
-                                "model": self.model.state_dict(), "val/bpb": metrics["val/bpb"]},
-                               self.store.best_checkpoint)
+            save_checkpoint({"step": counters.step, "model": self.model.state_dict(), C.VAL_BPB: metrics[C.VAL_BPB]},
+                            self.store.best_checkpoint)
 
     # -- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -357,8 +365,6 @@ class Trainer:
             return
         c = self.counters
         state = {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
             "step": c.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -373,18 +379,14 @@ class Trainer:
                          "last_train_loss": c.last_train_loss},
             "last_eval": dict(c.last_eval),
         }
-        self._write_atomic(state, self.store.last_checkpoint)
-        self.store.write_status("running", step=c.step, checkpoint_step=c.step)
-
-    @staticmethod
-    def _write_atomic(state: dict[str, Any], path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        save_checkpoint(state, self.store.last_checkpoint)
+        self.store.write_status(C.RUNNING, step=c.step, checkpoint_step=c.step)
 
     def _load_checkpoint(self, path: Path) -> None:
-        state = load_checkpoint(path)
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as error:
+            raise RunFailed(str(error)) from None
         if state["data_position"]["world_size"] != self.ctx.world_size:
             raise RunFailed(f"checkpoint was written with {state['data_position']['world_size']} ranks; "
                             f"resume with the same --nproc (now {self.ctx.world_size})")
@@ -405,29 +407,30 @@ class Trainer:
     def summary(self, status: str) -> dict[str, Any]:
         c, spec = self.counters, self.spec
         wall = time.time() - self.started
-        trial = os.environ.get("GPTEXP_TRIAL")
+        trial = os.environ.get(C.ENV_TRIAL)
         return {
-            "run_id": self.store.run_id,
-            "name": spec.name,
-            "status": status,
-            "group": spec.tracking.wandb.group,
-            "world_size": self.ctx.world_size,
-            "parameters": self.model.num_parameters(),
-            "steps": c.step,
-            "max_steps": spec.train.max_steps,
-            "tokens_seen": c.tokens_seen,
-            "bytes_seen": c.bytes_seen,
-            "wall_time_s": round(wall, 3),
-            "train_time_s": round(c.train_time_s, 3),
-            "tokens_per_sec": round(c.tokens_seen / c.train_time_s, 1) if c.train_time_s else None,
-            "train/loss": c.last_train_loss,
+            C.SUMMARY_RUN_ID: self.store.run_id,
+            C.SUMMARY_NAME: spec.name,
+            C.SUMMARY_STATUS: status,
+            C.SUMMARY_GROUP: spec.tracking.wandb.group,
+            C.SUMMARY_WORLD_SIZE: self.ctx.world_size,
+            C.SUMMARY_PARAMETERS: self.model.num_parameters(),
+            C.SUMMARY_STEPS: c.step,
+            C.SUMMARY_MAX_STEPS: spec.train.max_steps,
+            C.TOKENS_SEEN: c.tokens_seen,
+            C.BYTES_SEEN: c.bytes_seen,
+            C.SUMMARY_WALL_TIME: round(wall, 3),
+            C.SUMMARY_TRAIN_TIME: round(c.train_time_s, 3),
+            C.TOKENS_PER_SEC: round(c.tokens_seen / c.train_time_s, 1) if c.train_time_s else None,
+            C.TRAIN_LOSS: c.last_train_loss,
             **{k: v for k, v in c.last_eval.items()},
-            "best/val/bpb": c.best_val_bpb if math.isfinite(c.best_val_bpb) else None,
-            "best/step": c.best_step,
-            "git_commit": git_commit(),
-            "versions": package_versions(),
-            "study": os.environ.get("GPTEXP_STUDY") or None,
-            "trial": int(trial) if trial else None,
+            C.SUMMARY_BEST_BPB: c.best_val_bpb,
+            C.SUMMARY_BEST_STEP: c.best_step,
+            C.SUMMARY_CORPUS_SHA256: self.prepared.corpus_sha256 or None,
+            C.SUMMARY_GIT_COMMIT: git_commit(),
+            C.SUMMARY_VERSIONS: package_versions(),
+            C.SUMMARY_STUDY: os.environ.get(C.ENV_STUDY) or None,
+            C.SUMMARY_TRIAL: int(trial) if trial else None,
         }
 
     def finish(self, status: str, error: str | None = None) -> None:
@@ -435,10 +438,10 @@ class Trainer:
         if not self.is_main:
             return
         fields: dict[str, Any] = {"step": self.counters.step, "error": error}
-        if status == "interrupted":
-            fields["signal"] = self.stop_reason or "SIGTERM"
+        if status == C.INTERRUPTED:
+            fields["signal"] = self.stop_reason or C.SIGTERM_NAME
         if self.tracker is not None:
-            exit_code = {"completed": 0, "pruned": 3, "interrupted": 130}.get(status, 1)
+            exit_code = C.exit_code_for_status(status, fields.get("signal"))
             try:
                 self.tracker.finish(self.summary(status), exit_code)
             finally:
@@ -485,16 +488,6 @@ class TrainingProgress:
         print(f"step {step}/{self.total} | loss {loss:.4f} | {tokens_per_sec:,.0f} tok/s | eta {eta:.0f}s", flush=True)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint safely (weights_only: tensors and plain containers, no pickled code)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise RunFailed(f"{path}: not a gptexp checkpoint")
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise RunFailed(f"{path}: checkpoint version {state.get('version')}, expected {CHECKPOINT_VERSION}")
-    return state
-
-
 def git_commit() -> str | None:
     try:
         result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
@@ -525,14 +518,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     trainer = Trainer(args.run_dir, PreparedData(args.tokenizer, args.tokens, args.corpus_sha256), args.resume)
-    status, error = "failed", None
+    status, error = C.FAILED, None
     try:
         trainer.setup()
         status = trainer.train()
+    except RunInUse as exc:
+        # Another trainer owns the run: its status is not ours to write.
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return C.EXIT_BAD_INPUT
     except BaseException as exc:  # noqa: BLE001 - every failure must reach status.json
         error = redact(f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
-        status = "failed"
+        status = C.FAILED
     try:
         trainer.finish(status, error)
     except Exception:  # noqa: BLE001 - finish wrote the status in its finally; show why W&B failed
@@ -540,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     if dist.is_initialized():
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
-    return {"completed": 0, "pruned": 3, "interrupted": 130}.get(status, 1)
+    return C.exit_code_for_status(status, trainer.stop_reason or None)
 
 
 if __name__ == "__main__":

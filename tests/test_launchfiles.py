@@ -22,7 +22,6 @@ import yaml
 from typer.testing import CliRunner
 
 from gptexp import launchfiles
-from gptexp.launchfiles_cli import register
 from gptexp.spec import load_spec, validate_spec
 from tests.conftest import CORPUS, REPO_ROOT
 
@@ -30,15 +29,9 @@ SPEC = REPO_ROOT / "experiments" / "clm_char.yaml"
 
 
 def cli_app() -> typer.Typer:
-    """The real CLI when cli.py registers launch-file, else a stand-in holding just the command."""
     from gptexp.cli import app
 
-    if any(command.name == "launch-file" for command in app.registered_commands):
-        return app
-    standalone = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    standalone.callback()(lambda: None)
-    register(standalone)
-    return standalone
+    return app
 
 
 def invoke(args: list[str], env: dict[str, str] | None = None):
@@ -58,11 +51,11 @@ def option(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
-def test_cli_py_registers_launch_file() -> None:
+def test_the_command_table_holds_launch_file() -> None:
     from gptexp.cli import app
 
     assert "launch-file" in [command.name for command in app.registered_commands], \
-        "add `register_launch_file(app)` to gptexp/cli.py (see gptexp/launchfiles_cli.py)"
+        "add launch-file to the command table (gptexp/cli/commands.py)"
 
 
 # ---------------------------------------------------------------------------------------------

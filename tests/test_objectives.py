@@ -293,3 +293,73 @@ def test_metric_sums_add_across_batches():
 
 def test_batch_fields():
     assert [f for f in Batch.__dataclass_fields__] == ["inputs", "labels", "label_bytes"]
+
+
+# ---------------------------------------------------------------------------------------------
+# word_tail masking and words cut by the window's edges
+
+
+@settings(max_examples=150, deadline=None)
+@given(masking_case(), st.booleans())
+def test_word_tail_hides_a_tail_and_never_reveals_it(case, all_maskable):
+    ids, maskable, mask_prob, seed, word_starts = case
+    if word_starts is None:
+        word_starts = torch.rand(ids.shape, generator=gen(seed + 1)) < 0.4
+    ids = ids.clamp(min=5)  # no specials: every word lies wholly in maskable positions
+    if all_maskable:
+        maskable = torch.ones_like(maskable)
+    new_ids, chosen = mask_tokens(ids, maskable, INFO, mask_prob, gen(seed), word_starts, word_tail=True)
+    assert torch.equal(new_ids[chosen], torch.full_like(new_ids[chosen], MASK))  # the tail is <mask>, always
+    assert torch.equal(new_ids[~chosen], ids[~chosen])  # the visible prefix (and the rest) unchanged
+    again = mask_tokens(ids, maskable, INFO, mask_prob, gen(seed), word_starts, word_tail=True)
+    assert torch.equal(again[1], chosen)
+    words = word_index(word_starts)
+    for word in words.unique():
+        in_word = (words == word).flatten()
+        hidden = chosen.flatten()[in_word]
+        if hidden.any() and maskable.flatten()[in_word].all():  # chosen positions of a word are a suffix of it: once hidden, hidden to its end
+            first = int(hidden.int().argmax())
+            assert hidden[first:].all() and not hidden[:first].any()
+    if all_maskable:
+        assert chosen.any()
+
+
+def test_word_tail_prefix_length_is_uniform():
+    """A chosen word of L tokens keeps k visible, k uniform in {0..L-1}: word length 4 -> k ~ U{0..3}."""
+    B, T = 200, 64
+    word_starts = (torch.arange(T) % 4 == 0).expand(B, T)
+    ids = torch.randint(5, 50, (B, T), generator=gen(3))
+    _, chosen = mask_tokens(ids, torch.ones(B, T, dtype=torch.bool), INFO, 0.3, gen(4), word_starts, word_tail=True)
+    hidden_per_word = chosen.view(B, T // 4, 4).sum(-1)
+    counts = torch.bincount(hidden_per_word.flatten(), minlength=5)  # 0 = not chosen, 1..4 tail lengths
+    tails = counts[1:].double()
+    assert counts[1:].sum() > 500
+    assert (tails / tails.sum() - 0.25).abs().max() < 0.05
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 4), st.integers(2, 24), st.integers(0, 2**31 - 1), st.sampled_from(["word", "word_tail"]))
+def test_word_masks_never_hide_a_fragment_cut_by_the_window(B, T, seed, unit):
+    window = random_window(B, T, seed)
+    batch = make_batch(MlmSpec(mask_prob=0.5, mask_unit=unit), window, INFO, gen(seed))
+    chosen = batch.labels != IGNORE_INDEX
+    starts = window.word_starts
+    for b in range(B):
+        marks = starts[b].tolist()
+        first = marks.index(True) if True in marks[:T] else T
+        last = max((t for t in range(T) if marks[t]), default=-1)
+        assert not chosen[b, :first].any()  # the window began inside this word
+        if not marks[T]:
+            assert last < 0 or not chosen[b, last:].any()  # the window ends inside this word
+
+
+def test_window_starting_mid_word_masks_only_whole_words():
+    # tokens 0-1 end a word begun before the window; 2-4 and 5-6 are words; 7 begins one that goes on
+    ids = torch.arange(10, 19).view(1, 9)
+    word_starts = torch.tensor([[False, False, True, False, False, True, False, True, False]])
+    window = Window(ids=ids, byte_counts=torch.ones_like(ids), word_starts=word_starts)
+    seen = torch.zeros(8, dtype=torch.bool)
+    for seed in range(40):
+        batch = make_batch(MlmSpec(mask_prob=0.5, mask_unit="word"), window, INFO, gen(seed))
+        seen |= (batch.labels != IGNORE_INDEX)[0]
+    assert seen.tolist() == [False, False, True, True, True, True, True, False]

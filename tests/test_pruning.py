@@ -11,11 +11,12 @@ import yaml
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from gptexp.pruning import (ENV_METRIC, ENV_PRUNER, ENV_STORAGE, ENV_STUDY, ENV_TRIAL, ENV_TRIAL_ID, PruningBridge,
-                            build_pruner, open_storage)
 from gptexp.launch import EXIT_PRUNED, exit_code_for
-from gptexp.spec import load_sweep_spec
-from gptexp.sweep import Sweep, default_storage_url
+from gptexp.sweep.pruning import (ENV_METRIC, ENV_PRUNER, ENV_STORAGE, ENV_STUDY, ENV_TRIAL, ENV_TRIAL_ID,
+                                  PruningBridge, build_pruner)
+from gptexp.sweep.runner import Sweep
+from gptexp.sweep.spec import load_sweep_spec
+from gptexp.sweep.storage import default_storage_url, open_storage
 from gptexp.tracking import RunStore
 from tests.conftest import TINY_SPEC
 

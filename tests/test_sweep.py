@@ -13,10 +13,11 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from gptexp.pruning import ENV_METRIC, ENV_PRUNER, ENV_STORAGE, ENV_STUDY, ENV_TRIAL, ENV_TRIAL_ID
-from gptexp.spec import SpecError, SweepSpec, load_sweep_spec
-from gptexp.sweep import (RetryStaleTrial, Sweep, count_trials, default_storage_url, open_study, requeue, suggest,
-                          trial_budget)
+from gptexp.spec import SpecError
+from gptexp.sweep.pruning import ENV_METRIC, ENV_PRUNER, ENV_STORAGE, ENV_STUDY, ENV_TRIAL, ENV_TRIAL_ID
+from gptexp.sweep.runner import RetryStaleTrial, Sweep, count_trials, open_study, requeue, suggest, trial_budget
+from gptexp.sweep.spec import SweepSpec, load_sweep_spec
+from gptexp.sweep.storage import default_storage_url
 from tests.conftest import REPO_ROOT, TINY_SPEC
 
 SWEEP_FILES = sorted((REPO_ROOT / "sweeps").glob("*.yaml"))

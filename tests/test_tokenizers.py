@@ -599,7 +599,7 @@ def test_broken_files_raise_clear_errors(tmp_path, bpe_tokenizers, char_tok):
 
 def test_no_torch_or_wandb_imported():
     code = (
-        "import sys, gptexp.tokenizers, gptexp.tokenizers.cli, gptexp.tokenizers.hf\n"
+        "import sys, gptexp.tokenizers, gptexp.cli.tokenizer, gptexp.tokenizers.hf\n"
         "bad = [m for m in ('torch', 'wandb', 'tokenizers', 'tiktoken') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gptexp.tokenizers import load_tokenizer
-from gptexp.tokenizers.cli import app
+from gptexp.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "data" / "tinyshakespeare.txt"
@@ -37,21 +37,21 @@ def _assert_bad_input(result, *needles: str) -> None:
 
 def test_train_bpe_and_export(tmp_path, small_corpus):
     out = tmp_path / "out" / "tok.json"
-    result = runner.invoke(app, ["train", str(small_corpus), "--kind", "bpe", "--vocab-size", "400", "--pattern", "gpt2", "--out", str(out)])
+    result = runner.invoke(app, ["tokenizer", "train", str(small_corpus), "--kind", "bpe", "--vocab-size", "400", "--pattern", "gpt2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "vocab size 400" in result.output and "merges 139" in result.output and " s -> " in result.output
     tok = load_tokenizer(out)
     assert tok.kind == "bpe" and tok.pattern == "gpt2" and tok.vocab_size == 400
 
     hf_out = tmp_path / "hf.json"
-    result = runner.invoke(app, ["export-hf", str(out), "--out", str(hf_out)])
+    result = runner.invoke(app, ["tokenizer", "export-hf", str(out), "--out", str(hf_out)])
     assert result.exit_code == 0, result.output
     assert json.loads(hf_out.read_text(encoding="utf-8"))["model"]["type"] == "BPE"
 
 
 def test_train_char(tmp_path, small_corpus):
     out = tmp_path / "char.json"
-    result = runner.invoke(app, ["train", str(small_corpus), "--kind", "char", "--out", str(out)])
+    result = runner.invoke(app, ["tokenizer", "train", str(small_corpus), "--kind", "char", "--out", str(out)])
     assert result.exit_code == 0, result.output
     tok = load_tokenizer(out)
     assert tok.kind == "char"
@@ -61,16 +61,16 @@ def test_train_char(tmp_path, small_corpus):
 
 def test_bad_corpus_inputs(tmp_path):
     out = str(tmp_path / "tok.json")
-    result = runner.invoke(app, ["train", str(tmp_path / "missing.txt"), "--out", out])
+    result = runner.invoke(app, ["tokenizer", "train", str(tmp_path / "missing.txt"), "--out", out])
     _assert_bad_input(result, "missing.txt", "no such file")
-    result = runner.invoke(app, ["train", str(tmp_path), "--out", out])
+    result = runner.invoke(app, ["tokenizer", "train", str(tmp_path), "--out", out])
     _assert_bad_input(result, str(tmp_path), "directory")
     binary = tmp_path / "binary.txt"
     binary.write_bytes(b"ok\xff\xfe\x00")
-    _assert_bad_input(runner.invoke(app, ["train", str(binary), "--out", out]), "binary.txt", "not UTF-8")
+    _assert_bad_input(runner.invoke(app, ["tokenizer", "train", str(binary), "--out", out]), "binary.txt", "not UTF-8")
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    _assert_bad_input(runner.invoke(app, ["train", str(empty), "--out", out]), "empty.txt", "empty")
+    _assert_bad_input(runner.invoke(app, ["tokenizer", "train", str(empty), "--out", out]), "empty.txt", "empty")
     assert not (tmp_path / "tok.json").exists()
 
 
@@ -79,42 +79,42 @@ def test_unreadable_corpus(tmp_path):
     path = tmp_path / "secret.txt"
     path.write_text("abc")
     path.chmod(0)
-    _assert_bad_input(runner.invoke(app, ["train", str(path), "--out", str(tmp_path / "t.json")]), "secret.txt", "cannot read")
+    _assert_bad_input(runner.invoke(app, ["tokenizer", "train", str(path), "--out", str(tmp_path / "t.json")]), "secret.txt", "cannot read")
 
 
 def test_bad_flags(tmp_path, small_corpus):
     out = str(tmp_path / "tok.json")
-    _assert_bad_input(runner.invoke(app, ["train", str(small_corpus), "--vocab-size", "100", "--out", out]), "--vocab-size 100")
-    _assert_bad_input(runner.invoke(app, ["train", str(small_corpus), "--vocab-size", "-5", "--out", out]), "too small")
-    _assert_bad_input(runner.invoke(app, ["train", str(small_corpus), "--kind", "word", "--out", out]), "--kind")
-    _assert_bad_input(runner.invoke(app, ["train", str(small_corpus), "--pattern", "gpt9", "--out", out]), "--pattern")
+    _assert_bad_input(runner.invoke(app, ["tokenizer", "train", str(small_corpus), "--vocab-size", "100", "--out", out]), "--vocab-size 100")
+    _assert_bad_input(runner.invoke(app, ["tokenizer", "train", str(small_corpus), "--vocab-size", "-5", "--out", out]), "too small")
+    _assert_bad_input(runner.invoke(app, ["tokenizer", "train", str(small_corpus), "--kind", "word", "--out", out]), "--kind")
+    _assert_bad_input(runner.invoke(app, ["tokenizer", "train", str(small_corpus), "--pattern", "gpt9", "--out", out]), "--pattern")
     # not an integer: typer's own usage error, still exit 2
-    assert runner.invoke(app, ["train", str(small_corpus), "--vocab-size", "lots", "--out", out]).exit_code == 2
+    assert runner.invoke(app, ["tokenizer", "train", str(small_corpus), "--vocab-size", "lots", "--out", out]).exit_code == 2
 
 
 def test_export_broken_tokenizer_files(tmp_path, small_corpus):
     good = tmp_path / "good.json"
-    assert runner.invoke(app, ["train", str(small_corpus), "--vocab-size", "300", "--out", str(good)]).exit_code == 0
+    assert runner.invoke(app, ["tokenizer", "train", str(small_corpus), "--vocab-size", "300", "--out", str(good)]).exit_code == 0
     truncated = tmp_path / "truncated.json"
     truncated.write_bytes(good.read_bytes()[:200])
     out = str(tmp_path / "hf.json")
-    _assert_bad_input(runner.invoke(app, ["export-hf", str(truncated), "--out", out]), "truncated.json", "not valid JSON")
+    _assert_bad_input(runner.invoke(app, ["tokenizer", "export-hf", str(truncated), "--out", out]), "truncated.json", "not valid JSON")
     d = json.loads(good.read_text())
     d["version"] = 7
     future = tmp_path / "future.json"
     future.write_text(json.dumps(d))
-    _assert_bad_input(runner.invoke(app, ["export-hf", str(future), "--out", out]), "future.json", "version 7")
-    _assert_bad_input(runner.invoke(app, ["export-hf", str(tmp_path / "nope.json"), "--out", out]), "nope.json")
-    _assert_bad_input(runner.invoke(app, ["export-hf", str(tmp_path), "--out", out]), "directory")
+    _assert_bad_input(runner.invoke(app, ["tokenizer", "export-hf", str(future), "--out", out]), "future.json", "version 7")
+    _assert_bad_input(runner.invoke(app, ["tokenizer", "export-hf", str(tmp_path / "nope.json"), "--out", out]), "nope.json")
+    _assert_bad_input(runner.invoke(app, ["tokenizer", "export-hf", str(tmp_path), "--out", out]), "directory")
     assert not Path(out).exists()
 
 
 def test_real_process(tmp_path):
-    """Run the sub-app in a fresh interpreter: plain (non-terminal) output, exit codes."""
+    """Run the command in a fresh interpreter: plain (non-terminal) output, exit codes."""
     corpus = tmp_path / "c.txt"
     corpus.write_text(CORPUS.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
     out = tmp_path / "tok.json"
-    cmd = [sys.executable, "-c", "from gptexp.tokenizers.cli import app; app()"]
+    cmd = [sys.executable, "-m", "gptexp.cli", "tokenizer"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [*cmd, "train", str(corpus), "--vocab-size", "300", "--out", str(out)],
@@ -135,7 +135,7 @@ def test_real_process(tmp_path):
 def test_progress_bar_on_a_terminal(tmp_path, small_corpus, monkeypatch):
     monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich: treat the output as a terminal
     out = tmp_path / "tok.json"
-    result = runner.invoke(app, ["train", str(small_corpus), "--vocab-size", "300", "--out", str(out)])
+    result = runner.invoke(app, ["tokenizer", "train", str(small_corpus), "--vocab-size", "300", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "39/39" in result.output  # the rich bar's final "done/total"
     assert load_tokenizer(out).vocab_size == 300

@@ -15,8 +15,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from gptexp.pruning import open_storage
-from gptexp.sweep import default_storage_url
+from gptexp.sweep.storage import default_storage_url, open_storage
 from tests.conftest import TINY_SPEC, processes_matching, run_cli, skip_or_fail, start_cli, wait_for
 
 pytestmark = pytest.mark.slow

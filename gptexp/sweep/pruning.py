@@ -23,17 +23,14 @@ import sys
 import time
 from typing import Any
 
+from gptexp import contract as C
+from gptexp.sweep.storage import open_storage
 from gptexp.tracking import redact
 
-ENV_STORAGE = "GPTEXP_OPTUNA_STORAGE"
-ENV_STUDY = "GPTEXP_STUDY"
-ENV_TRIAL = "GPTEXP_TRIAL"
-ENV_TRIAL_ID = "GPTEXP_TRIAL_ID"
-ENV_METRIC = "GPTEXP_METRIC"
-ENV_PRUNER = "GPTEXP_PRUNER"
-
-SQLITE_TIMEOUT_S = 60  # trial processes and the sweep's heartbeats share one SQLite file
-
+# The environment names are the contract's (defined once in gptexp.contract).
+ENV_STORAGE = C.ENV_OPTUNA_STORAGE
+ENV_STUDY, ENV_TRIAL, ENV_TRIAL_ID = C.ENV_STUDY, C.ENV_TRIAL, C.ENV_TRIAL_ID
+ENV_METRIC, ENV_PRUNER = C.ENV_METRIC, C.ENV_PRUNER
 
 def build_pruner(settings: dict[str, Any]) -> Any:  # -> optuna.pruners.BasePruner
     """The Optuna pruner for a PrunerSpec dump: `{"kind": "median", "n_startup_trials": 2}` -> MedianPruner."""
@@ -48,27 +45,6 @@ def build_pruner(settings: dict[str, Any]) -> Any:  # -> optuna.pruners.BasePrun
     if kind == "none":
         return optuna.pruners.NopPruner()
     raise ValueError(f"unknown pruner kind {kind!r}")
-
-
-def open_storage(url: str, **heartbeat: Any) -> Any:  # -> optuna.storages.RDBStorage
-    """An RDBStorage for `url`; SQLite gets a long busy timeout (several processes write to it)."""
-    import optuna
-
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
-    else:
-        engine_kwargs["pool_pre_ping"] = True
-    for attempt in range(5):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
-        except Exception as error:  # noqa: BLE001
-            # Processes that start together on an empty database race to create Optuna's tables
-            # (a unique violation on a type or table); once one has made them, the rest load.
-            if attempt == 4 or type(error).__name__ not in ("IntegrityError", "ProgrammingError"):
-                raise
-            time.sleep(0.2 + 0.3 * attempt)
-    raise AssertionError("unreachable")
 
 
 class PruningBridge:

@@ -2,7 +2,8 @@
 
 One command whose first argument is either a sweep file or the word `status`: a click group with
 an optional positional argument would swallow the word "status" as a file name, or the reverse.
-cli.py registers it with `register(app)`; optuna is imported only when the command runs.
+optuna is imported only when the command runs. Study names, parameters and errors come from the
+storage: they are printed as plain text, never as rich markup (a choice "[/oops]" is a value).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.text import Text
+
+from gptexp.cli.console import stdout, wide_console
+from gptexp.cli.errors import fail
+from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, checked_runs_dir
 
 STATUS = "status"
-
-
-def register(app: typer.Typer) -> None:
-    """Add the `sweep` command to the main `gptexp` app."""
-    app.command(name="sweep", no_args_is_help=True)(sweep)
+POSTGRES_HINT = "for PostgreSQL: pip install 'gptexp[postgres]'"
 
 
 def sweep(
@@ -30,7 +32,7 @@ def sweep(
     study: Annotated[Optional[str], typer.Option("--study", help="study name (overrides study; default: the sweep file's name)")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a sweep field: --set pruner.kind=none (value parsed as YAML); repeatable")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="status only: print JSON instead of a table")] = False,
-    runs_dir: Annotated[Path, typer.Option("--runs-dir", envvar="GPTEXP_RUNS_DIR", help="where runs (and the default storage) live")] = Path("runs"),
+    runs_dir: RunsDir = DEFAULT_RUNS_DIR,
 ) -> None:
     """Run an Optuna sweep whose trials are gptexp runs, or show a study's trials.
 
@@ -40,9 +42,7 @@ def sweep(
 
     Exit codes: 0 the study is done, 1 a sweep worker hit an unexpected error, 2 bad input, 130/143 interrupted (run it again to resume).
     """
-    from gptexp.cli import check_runs_dir, fail
-
-    runs_dir = check_runs_dir(runs_dir)
+    runs_dir = checked_runs_dir(runs_dir)
     if target == STATUS:
         if n_trials is not None or workers is not None or overrides:
             fail("--n-trials, --workers and --set run a sweep; `gptexp sweep status` only shows one")
@@ -57,46 +57,41 @@ def sweep(
 
 def _run(path: Path, n_trials: int | None, workers: int | None, storage: str | None, study: str | None,
          overrides: list[str], runs_dir: Path) -> None:
-    from gptexp.cli import fail, stdout
-    from gptexp.spec import SpecError, load_sweep_spec
+    from gptexp.spec import SpecError, check_data_file
+    from gptexp.sweep.spec import load_sweep_spec
 
     flags = [f"{key}={value}" for key, value in (("n_trials", n_trials), ("workers", workers)) if value is not None]
-    try:
-        spec = load_sweep_spec(path, overrides + flags)
-        if study is not None:
-            if not study.strip():
-                raise SpecError("--study: must not be empty")
-            spec.study = study
-        if storage is not None:
-            spec.storage = storage
-        from gptexp.spec import check_data_file
+    spec = load_sweep_spec(path, overrides + flags)
+    if study is not None:
+        if not study.strip():
+            fail("--study: must not be empty")
+        spec.study = study
+    if storage is not None:
+        spec.storage = storage
+    check_data_file(spec.build_experiment({}))
 
-        check_data_file(spec.build_experiment({}))
-    except SpecError as error:
-        fail(str(error))
-
-    from gptexp.sweep import Sweep
+    from gptexp.sweep.runner import Sweep
     from gptexp.tracking import redact
 
     runner = Sweep(spec, runs_dir, log=lambda message: stdout.print(message, highlight=False, markup=False, soft_wrap=True))
     try:
         result = runner.run()
-    except SpecError as error:
-        fail(str(error))
+    except SpecError:
+        raise  # bad input found while running: errors.py makes it exit 2
     except ImportError as error:
-        fail(f"storage {redact(runner.storage_url)}: {error} (for PostgreSQL: pip install 'gptexp[postgres]')")
+        fail(f"storage {redact(runner.storage_url)}: {error} ({POSTGRES_HINT})")
     except Exception as error:  # noqa: BLE001 - a storage that cannot be reached: one line, no traceback
         fail(f"storage {redact(runner.storage_url)}: {redact(f'{type(error).__name__}: {error}')}")
     status = _load_status(result.storage_url, result.study_name)
     if status is not None:
         _print_status(status)
     if result.exit_code in (130, 143):
-        stdout.print(f"interrupted: resume with the same command (gptexp sweep {path} ...)", highlight=False)
+        stdout.print(f"interrupted: resume with the same command (gptexp sweep {path} ...)", highlight=False, markup=False)
     raise typer.Exit(result.exit_code)
 
 
 def _load_status(storage_url: str, study_name: str) -> dict[str, Any] | None:
-    from gptexp.sweep import study_status
+    from gptexp.sweep.status import study_status
 
     try:
         return study_status(storage_url, study_name)
@@ -105,8 +100,8 @@ def _load_status(storage_url: str, study_name: str) -> dict[str, Any] | None:
 
 
 def _status(study: str | None, storage: str | None, runs_dir: Path, as_json: bool) -> None:
-    from gptexp.cli import fail, stdout
-    from gptexp.sweep import default_storage_url, sqlite_path, study_names, study_status
+    from gptexp.sweep.status import study_names, study_status
+    from gptexp.sweep.storage import default_storage_url, sqlite_path
     from gptexp.tracking import redact
 
     url = storage or default_storage_url(runs_dir)
@@ -116,7 +111,7 @@ def _status(study: str | None, storage: str | None, runs_dir: Path, as_json: boo
     try:
         names = study_names(url)
     except ImportError as error:
-        fail(f"storage {redact(url)}: {error} (for PostgreSQL: pip install 'gptexp[postgres]')")
+        fail(f"storage {redact(url)}: {error} ({POSTGRES_HINT})")
     except Exception as error:  # noqa: BLE001
         fail(f"storage {redact(url)}: {redact(f'{type(error).__name__}: {error}')}")
     if study is None:
@@ -130,13 +125,13 @@ def _status(study: str | None, storage: str | None, runs_dir: Path, as_json: boo
                 fail(f"no studies in {redact(url)}")
             from rich.table import Table
 
-            table = Table(title=f"studies in {redact(url)}")
+            table = Table(title=Text(f"studies in {redact(url)}"))
             table.add_column("study")
             table.add_column("trials", justify="right")
             for name, count in names:
-                table.add_row(name, str(count))
+                table.add_row(Text(name), str(count))
             stdout.print(table)
-            stdout.print("show one with: gptexp sweep status STUDY", highlight=False)
+            stdout.print("show one with: gptexp sweep status STUDY", highlight=False, markup=False)
             return
     if study not in {name for name, _ in names}:
         known = ", ".join(name for name, _ in names) or "none"
@@ -150,20 +145,18 @@ def _status(study: str | None, storage: str | None, runs_dir: Path, as_json: boo
 
 def _print_status(status: dict[str, Any]) -> None:
     from rich import box
-    from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
 
-    from gptexp.cli import stdout
-    from gptexp.sweep import format_params
+    from gptexp.sweep.status import format_params
 
     metric = status.get("metric") or "value"
     counts = ", ".join(f"{count} {state.lower()}" for state, count in sorted(status["counts"].items()))
-    table = Table(title=f"study {status['study']} ({status['direction']} {metric}): {counts or 'no trials'}",
+    table = Table(title=Text(f"study {status['study']} ({status['direction']} {metric}): {counts or 'no trials'}"),
                   title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
     for column, justify in (("#", "right"), ("state", "left"), (metric, "right"), ("params", "left"),
                             ("steps", "right"), ("run id", "left"), ("note", "left")):
-        table.add_column(column, justify=justify, no_wrap=column != "note", overflow="fold", min_width=12 if column == "note" else None)
+        table.add_column(Text(column), justify=justify, no_wrap=column != "note", overflow="fold",
+                         min_width=12 if column == "note" else None)
     colours = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan", "WAITING": "dim"}
     best_number = status["best"]["number"] if status["best"] else None
     for row in status["trials"]:
@@ -171,14 +164,12 @@ def _print_status(status: dict[str, Any]) -> None:
         if row["number"] == best_number:
             note = "best"
         table.add_row(str(row["number"]), Text(row["state"], style=colours.get(row["state"], "")),
-                      "" if row["value"] is None else f"{row['value']:.4f}", format_params(row["params"], "\n"),
-                      "" if row["steps"] is None else str(row["steps"]), row["run_id"] or "", note)
-    # Piped output (logs, CI) has no terminal to wrap it: print the whole table rather than cut ids.
-    console = stdout if stdout.is_terminal else Console(file=stdout.file, width=max(stdout.width, 160), no_color=True)
-    console.print(table)
+                      "" if row["value"] is None else f"{row['value']:.4f}", Text(format_params(row["params"], "\n")),
+                      "" if row["steps"] is None else str(row["steps"]), Text(row["run_id"] or ""), Text(str(note)))
+    wide_console(160).print(table)  # a pipe (logs, CI) gets the whole table rather than cut ids
     best = status["best"]
     if best is None:
-        stdout.print("best: no completed trial yet", highlight=False)
+        stdout.print("best: no completed trial yet", highlight=False, markup=False)
     else:
         stdout.print(f"best: trial {best['number']} {metric}={best['value']:.4f} run {best['run_id']} "
-                     f"{format_params(best['params'])}", highlight=False, soft_wrap=True)
+                     f"{format_params(best['params'])}", highlight=False, markup=False, soft_wrap=True)

@@ -1,6 +1,6 @@
-"""The `gptexp launch-file` command: write a Slurm batch script or a Kubeflow PyTorchJob for a spec.
+"""`gptexp launch-file`: write a Slurm batch script or a Kubeflow PyTorchJob for a spec.
 
-cli.py adds it with `register(app)`; the rendering itself lives in launchfiles.py (pure functions).
+The rendering itself lives in gptexp/launchfiles.py (pure functions); this module reads the flags.
 """
 
 from __future__ import annotations
@@ -8,16 +8,15 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from gptexp.spec import SpecError
+from gptexp.cli.console import note
+from gptexp.cli.errors import fail
 
-
-def register(app: typer.Typer) -> None:
-    """Add `launch-file` to `app`."""
-    app.command("launch-file")(launch_file)
+if TYPE_CHECKING:
+    from gptexp.spec import ExperimentSpec
 
 
 def launch_file(
@@ -43,7 +42,6 @@ def launch_file(
     with the file; secrets never do.
     """
     from gptexp import launchfiles
-    from gptexp.cli import fail  # imported here: cli.py imports this module
 
     if slurm == k8s:
         fail("choose one target: --slurm or --k8s")
@@ -56,36 +54,29 @@ def launch_file(
         fail(f"--out {out}: is a directory, expected a file path")
     if out is not None and not out.parent.is_dir():
         fail(f"--out {out}: directory {out.parent} does not exist")
-    try:
-        spec = _load(spec_path, overrides or [])
-        nodes = spec.launch.nnodes if nodes is None else nodes
-        name = launchfiles.dns_label(spec.name, 24)
-        if slurm:
-            notes = [] if Path(spec.data.path).is_file() else \
-                [f"data.path {spec.data.path} is not on this machine; it must exist on every node"]
-            options = launchfiles.SlurmOptions(nodes=nodes, gpus_per_node=gpus_per_node, job_name=job_name or name,
-                                               partition=partition, time=time, cpus_per_task=cpus_per_task)
-            text = launchfiles.slurm_script(spec, options)
-            next_step = f"sbatch {out}"
-        else:
-            spec, note = launchfiles.spec_for_image(spec, Path.cwd())
-            notes = [note]
-            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-            options = launchfiles.K8sOptions(nodes=nodes, gpus_per_node=gpus_per_node,
-                                             job_name=job_name or f"{name}-{stamp}", image=image or "gptexp:latest",
-                                             cpu=cpu, memory=memory, runs_pvc=runs_pvc)
-            text = launchfiles.k8s_manifest(spec, options)
-            next_step = f"kubectl apply -f {out}"
-        launchfiles.check_no_secrets(text, "the launch file")
-    except SpecError as error:
-        fail(str(error))
+    spec = _load(spec_path, overrides or [])
+    nodes = spec.launch.nnodes if nodes is None else nodes
+    name = launchfiles.dns_label(spec.name, 24)
+    if slurm:
+        notes = [] if Path(spec.data.path).is_file() else \
+            [f"data.path {spec.data.path} is not on this machine; it must exist on every node"]
+        options = launchfiles.SlurmOptions(nodes=nodes, gpus_per_node=gpus_per_node, job_name=job_name or name,
+                                           partition=partition, time=time, cpus_per_task=cpus_per_task)
+        text = launchfiles.slurm_script(spec, options)
+        next_step = f"sbatch {out}"
+    else:
+        spec, k8s_note = launchfiles.spec_for_image(spec, Path.cwd())
+        notes = [k8s_note]
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        options = launchfiles.K8sOptions(nodes=nodes, gpus_per_node=gpus_per_node,
+                                         job_name=job_name or f"{name}-{stamp}", image=image or "gptexp:latest",
+                                         cpu=cpu, memory=memory, runs_pvc=runs_pvc)
+        text = launchfiles.k8s_manifest(spec, options)
+        next_step = f"kubectl apply -f {out}"
+    launchfiles.check_no_secrets(text, "the launch file")  # SpecError: exit 2
 
-    from rich.markup import escape
-
-    from gptexp.cli import stderr
-
-    for note in notes:
-        stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False, markup=True, soft_wrap=True)
+    for message in notes:
+        note(f"note: {message}", style="yellow")
     if out is None:
         sys.stdout.write(text)
         return
@@ -93,10 +84,10 @@ def launch_file(
         out.write_text(text, encoding="utf-8")
     except OSError as error:
         fail(f"--out {out}: cannot write ({error.strerror})")
-    stderr.print(f"wrote {out}; next: {next_step}", highlight=False, markup=False, soft_wrap=True)
+    note(f"wrote {out}; next: {next_step}", style="")
 
 
-def _load(spec_path: Path, overrides: list[str]):  # -> ExperimentSpec
+def _load(spec_path: Path, overrides: list[str]) -> ExperimentSpec:
     """Load and validate the spec as `gptexp run` would, refusing kinds this version cannot run."""
     from gptexp.launch import check_supported
     from gptexp.spec import load_spec

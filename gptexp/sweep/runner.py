@@ -1,48 +1,10 @@
-"""Sweeps: an Optuna study whose trials are gptexp runs.
+"""The sweep loop: `Sweep.run` starts trials (each a launched gptexp run) until the study is full.
 
-`gptexp sweep SWEEP` creates the study, or loads it (`load_if_exists`), and runs trials until the
-study holds `n_trials` of them. Each trial samples the space (`suggest`, the one place the YAML
-space turns into `trial.suggest_*`), builds its experiment by overrides on the base spec, and is
-launched by `launch.start_run` as a normal run: its own run directory, its output in
-`<run_dir>/output.log`, W&B group = study name, tags `study:<name>` and `trial:<n>`. The trial's
-value is the run's final metric from summary.json; user attrs `run_id` and `run_dir` point to it.
-
-n_trials is a TOTAL: a second `gptexp sweep` on the same study resumes it and adds trials up to
-n_trials (raise n_trials to add more). Every trial counts once, whatever its end (complete, pruned,
-failed), except a failed trial that was queued again: its retry counts in its place. Several
-processes may work on one study: a gate (a PostgreSQL advisory lock, a file lock for SQLite, plus a
-thread lock) makes "count, then create or take a trial" atomic, so the study never overshoots, and
-a process leaves only when no trial of the study is still running anywhere (it waits, so a trial
-whose worker died is failed after its grace period and its retry is run here).
-
-Failures. A run that fails (exit 1) makes its trial FAIL with the run's redacted error in the
-`error` user attr; bad input (exit 2) too. Failed runs are queued again with the same params up to
-`retries` times, and so are trials whose worker died (SIGKILL, lost machine): the storage's
-heartbeat (heartbeat_interval, grace_period; RDBStorage only, inside `study.optimize`) lets the
-next process fail them, and the stale-trial callback queues them again. The retry protocol is
-Optuna's RetryHeartbeatStaleTrialCallback's (system attrs `failed_trial`, `retry_history`), except
-that the dead run's user attrs are not copied. Ctrl-C (SIGINT/SIGTERM) is forwarded once to every
-running torchrun; those runs checkpoint and stop, their trials end FAIL with `interrupted` and are
-queued again (not counted against `retries`), and `gptexp sweep` exits 130 (143). Run it again to
-resume.
-
-Storage. Default: SQLite at `<runs_dir>/optuna.db` (WAL journal, 60 s busy timeout, heartbeats).
-It serves any --workers in one process and the trial processes' pruning reports on the same
-machine; several `gptexp sweep` processes on one machine also work (file lock), but SQLite needs a
-local filesystem (no NFS) and serializes every write, so for several machines or many workers use
-PostgreSQL: `--storage postgresql+psycopg://user:pw@host/db` (`pip install gptexp[postgres]`).
-Optuna's JournalStorage was not chosen: it has no heartbeats, so a killed worker's trial would stay
-RUNNING forever. The URL travels to trials only in the environment (GPTEXP_OPTUNA_STORAGE), never in
-a spec, run directory, log or W&B config; printed URLs are redacted.
-
-Workers. `--workers K` runs K trials at once (threads, each waiting on its own torchrun). If
-K × launch.nproc exceeds this machine's CPUs, each trial's nproc is lowered to max(1, CPUs // K),
-and OMP_NUM_THREADS is set to max(1, CPUs // (K × nproc)) so trials do not fight over cores.
+See the package docstring (gptexp/sweep/__init__.py) for counting, retries, signals and workers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -53,47 +15,23 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from hashlib import sha256
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from gptexp import launch
-from gptexp.pruning import (ENV_METRIC, ENV_PRUNER, ENV_STORAGE, ENV_STUDY, ENV_TRIAL, ENV_TRIAL_ID, build_pruner,
-                            open_storage)
-from gptexp.spec import CategoricalParam, ExperimentSpec, FloatParam, IntParam, SpecError, SweepSpec
-from gptexp.tracking import RunStore, new_run_id, read_json, redact
+from gptexp.spec import ExperimentSpec, SpecError
+from gptexp.sweep.pruning import ENV_METRIC, ENV_PRUNER, ENV_STORAGE, ENV_STUDY, ENV_TRIAL, ENV_TRIAL_ID, build_pruner
+from gptexp.sweep.spec import CategoricalParam, FloatParam, IntParam, SweepSpec
+from gptexp.sweep.status import format_params
+from gptexp.sweep.storage import StudyGate, default_storage_url, fail_stale_trials, open_storage, prepare_sqlite
+from gptexp.tracking import RunStore, new_run_id, redact
 
-DEFAULT_STORAGE_FILE = "optuna.db"
 POLL_S = 2.0  # how often a process with nothing to start looks for retries and finished trials
 EXIT_OK, EXIT_ERROR = 0, 1
-
-
-def default_storage_url(runs_dir: Path) -> str:
-    return f"sqlite:///{(Path(runs_dir) / DEFAULT_STORAGE_FILE).resolve()}"
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The database file of a `sqlite:///path` URL, None for other storages."""
-    if not url.startswith("sqlite:///"):
-        return None
-    path = url.removeprefix("sqlite:///").split("?", 1)[0]
-    return Path(path) if path and path != ":memory:" else None
-
-
-def prepare_sqlite(url: str) -> None:
-    """Create the directory and switch the database to WAL (readers never block the writer)."""
-    path = sqlite_path(url)
-    if path is None:
-        return
-    import sqlite3
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
-        connection.execute("PRAGMA journal_mode=WAL")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,86 +116,6 @@ class RetryStaleTrial:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         requeue(study, trial, self.max_retry)
-
-
-def fail_stale_trials(study: optuna.Study) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
-# ---------------------------------------------------------------------------------------------
-# the gate: count, then create or take a trial, atomically across threads and processes
-
-
-class StudyGate:
-    """A thread lock plus a lock shared by every process of the study (PostgreSQL advisory lock,
-    or flock on a file beside the SQLite database; other storages: this process only)."""
-
-    def __init__(self, url: str, study_name: str) -> None:
-        self._thread_lock = threading.Lock()
-        self._local = threading.local()
-        self._file = None
-        self._connection = None
-        self._key = int.from_bytes(sha256(f"gptexp-sweep:{study_name}".encode()).digest()[:8], "big", signed=True)
-        db = sqlite_path(url)
-        if db is not None:
-            self._file = open(db.with_name(db.name + ".lock"), "a+b")  # noqa: SIM115 - held for the sweep
-        elif url.startswith("postgresql"):
-            import sqlalchemy
-
-            engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-            self._connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-
-    @property
-    def held(self) -> bool:
-        return getattr(self._local, "held", False)
-
-    def acquire(self) -> None:
-        self._thread_lock.acquire()
-        try:
-            if self._file is not None:
-                import fcntl
-
-                fcntl.flock(self._file, fcntl.LOCK_EX)
-            elif self._connection is not None:
-                import sqlalchemy
-
-                self._connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self._key})
-        except BaseException:
-            self._thread_lock.release()
-            raise
-        self._local.held = True
-
-    def release(self) -> None:
-        if not self.held:
-            return
-        self._local.held = False
-        try:
-            if self._file is not None:
-                import fcntl
-
-                fcntl.flock(self._file, fcntl.LOCK_UN)
-            elif self._connection is not None:
-                import sqlalchemy
-
-                self._connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
-        finally:
-            self._thread_lock.release()
-
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
-        self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        if self._connection is not None:
-            self._connection.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,72 +362,3 @@ class Sweep:
         return env
 
 
-# ---------------------------------------------------------------------------------------------
-# status (gptexp sweep status)
-
-
-def format_params(params: dict[str, Any], separator: str = " ") -> str:
-    def short(value: Any) -> str:
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    return separator.join(f"{key}={short(value)}" for key, value in params.items())
-
-
-def trial_error(trial: FrozenTrial) -> str | None:
-    if trial.state != TrialState.FAIL:
-        return None
-    if "error" in trial.user_attrs:
-        return str(trial.user_attrs["error"])
-    if trial.user_attrs.get("interrupted"):
-        return "interrupted"
-    return "worker lost (no heartbeat)"
-
-
-def trial_row(trial: FrozenTrial) -> dict[str, Any]:
-    duration = (trial.datetime_complete - trial.datetime_start).total_seconds() \
-        if trial.datetime_complete and trial.datetime_start else None
-    return {
-        "number": trial.number,
-        "state": trial.state.name,
-        "params": trial.params,
-        "value": trial.value,
-        "run_id": trial.user_attrs.get("run_id"),
-        "run_dir": trial.user_attrs.get("run_dir"),
-        "steps": trial.user_attrs.get("steps"),
-        "duration_s": duration,
-        "retry_of": trial.system_attrs.get("failed_trial"),
-        "error": trial_error(trial),
-    }
-
-
-def study_status(storage_url: str, study_name: str) -> dict[str, Any]:
-    """Everything `gptexp sweep status` shows, as plain data (the --json output)."""
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
-    trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = study.best_trial if complete else None
-    counts: dict[str, int] = {}
-    for t in trials:
-        counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    return {
-        "study": study_name,
-        "storage": redact(storage_url),
-        "direction": study.direction.name.lower(),
-        "metric": study.user_attrs.get("metric"),
-        "counts": counts,
-        "trials": [trial_row(t) for t in trials],
-        "best": trial_row(best) if best is not None else None,
-    }
-
-
-def study_names(storage_url: str) -> list[tuple[str, int]]:
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    summaries = optuna.get_all_study_summaries(storage=open_storage(storage_url), include_best_trial=False)
-    return [(s.study_name, s.n_trials) for s in summaries]
-
-
-def read_trial_summary(trial: FrozenTrial) -> dict[str, Any]:
-    """The summary.json of a trial's run ({} if it has none)."""
-    run_dir = trial.user_attrs.get("run_dir")
-    return (read_json(Path(run_dir) / "summary.json") or {}) if run_dir else {}

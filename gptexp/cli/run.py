@@ -1,0 +1,94 @@
+"""`gptexp run`: validate a spec (or find the run to resume), launch torchrun, print the outcome."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.text import Text
+
+from gptexp.cli.console import note, stdout
+from gptexp.cli.errors import fail, print_error
+from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, checked_runs_dir
+
+if TYPE_CHECKING:
+    from gptexp.launch import LaunchResult
+    from gptexp.spec import ExperimentSpec
+
+
+def run(
+    spec_path: Annotated[Optional[Path], typer.Argument(metavar="SPEC", help="experiment spec (YAML)", show_default=False)] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a spec field: --set train.max_steps=100 (value parsed as YAML); repeatable")] = None,
+    nproc: Annotated[Optional[int], typer.Option("--nproc", min=1, help="processes (DDP ranks) on this node; overrides launch.nproc")] = None,
+    nnodes: Annotated[Optional[int], typer.Option("--nnodes", min=1, help="nodes of a multi-node run (start the same command on each)")] = None,
+    rdzv_endpoint: Annotated[Optional[str], typer.Option("--rdzv-endpoint", help="HOST:PORT of the c10d rendezvous (multi-node)")] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="run id shared by every node of a multi-node run")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="human name of the run (the run id is derived from it)")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", metavar="RUN", help="continue a stopped or crashed run (id or directory)")] = None,
+    runs_dir: RunsDir = DEFAULT_RUNS_DIR,
+) -> None:
+    """Validate SPEC, launch a torchrun job that trains it, and print the run directory.
+
+    Exit codes: 0 completed, 1 failed, 2 bad input, 3 pruned (sweeps), 130/143 interrupted (a
+    checkpoint was written; continue with `gptexp run --resume RUN`).
+    """
+    from gptexp import launch
+
+    runs_dir = checked_runs_dir(runs_dir)
+    if resume is not None:
+        if spec_path is not None or overrides or name:
+            fail("--resume RUN continues a run as it was: give no SPEC, --set or --name with it")
+        result = launch.resume_run(runs_dir, resume, progress=note)
+    else:
+        if spec_path is None:
+            fail("missing SPEC (a YAML experiment spec), or --resume RUN")
+        spec = _load_spec_with_flags(spec_path, overrides or [], nproc, nnodes, rdzv_endpoint, run_id, name)
+        if spec.launch.run_id is not None:
+            _check_run_id(spec.launch.run_id)
+        result = launch.start_run(spec, runs_dir, progress=note)
+    _print_outcome(result)
+    raise typer.Exit(result.exit_code)
+
+
+def _load_spec_with_flags(spec_path: Path, overrides: list[str], nproc: int | None, nnodes: int | None,
+                          rdzv_endpoint: str | None, run_id: str | None, name: str | None) -> ExperimentSpec:
+    from gptexp.spec import load_spec
+
+    flag_overrides = [f"{key}={value}" for key, value in (("launch.nproc", nproc), ("launch.nnodes", nnodes))
+                      if value is not None]
+    spec = load_spec(spec_path, list(overrides) + flag_overrides)
+    # Strings are assigned, not parsed as YAML, so a name like "123" or "yes" stays a string.
+    if name is not None:
+        if not name.strip():
+            fail("--name: must not be empty")
+        spec.name = name
+    if rdzv_endpoint is not None:
+        spec.launch.rdzv_endpoint = rdzv_endpoint
+    if run_id is not None:
+        spec.launch.run_id = run_id
+    return spec
+
+
+def _check_run_id(run_id: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", run_id):
+        fail(f"--run-id {run_id!r}: use 1-64 letters, digits, '-' or '_' (it names a directory)")
+
+
+def _print_outcome(result: LaunchResult) -> None:
+    status_colour = {"completed": "green", "pruned": "yellow", "interrupted": "yellow"}.get(result.status, "red")
+    stdout.print(Text.assemble("run ", (result.run_id, "bold"), " ", (result.status, status_colour),
+                               f" (exit {result.exit_code})"), highlight=False)
+    stdout.print(f"run directory: {result.run_dir}", highlight=False, markup=False, soft_wrap=True)
+    if sorted((result.run_dir / "wandb").glob("offline-run-*")):
+        stdout.print(f"sync to W&B:   wandb sync {result.run_dir / 'wandb'}/offline-run-*", highlight=False,
+                     markup=False, soft_wrap=True)
+    if result.status == "interrupted":
+        stdout.print(f"resume with:   gptexp run --resume {result.run_id}", highlight=False, markup=False)
+    if result.status == "failed":
+        from gptexp.tracking import RunStore
+
+        error = RunStore(result.run_dir).read_status().get("error")
+        if error:
+            print_error(str(error))
