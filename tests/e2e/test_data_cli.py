@@ -93,9 +93,6 @@ def test_a_corrupt_token_cache_is_rebuilt_and_the_run_completes(tmp_path: Path) 
     assert second.returncode == 0, second.stdout + second.stderr
     output = second.stdout + second.stderr
     assert "token cache failed verification" in output and "rebuilding" in output and "Traceback" not in output
-    (entry / "manifest.json").write_text("{")
-    third = run(spec, runs, "third")
-    assert third.returncode == 0 and "rebuilding" in third.stdout + third.stderr
 
 
 def test_a_fifo_corpus_exits_2_at_once(tmp_path: Path) -> None:
@@ -117,7 +114,7 @@ def test_val_bpb_in_training_agrees_with_eval_when_tokens_exceed_255_bytes(tmp_p
     corpus.write_text(val_text * 3, encoding="utf-8")
     spec = write_spec(tmp_path / "s.yaml", data={"path": str(corpus), "val_fraction": 0.25},
                       tokenizer={"kind": "bpe", "vocab_size": 300, "pattern": "none"},
-                      model={"block_size": 16}, train={"max_steps": 30, "eval_every": 30, "eval_batches": 16,
+                      model={"block_size": 16}, train={"max_steps": 12, "eval_every": 12, "eval_batches": 16,
                                                         "batch_size": 8})
     runs = tmp_path / "runs"
     result = run(spec, runs, "rules")
