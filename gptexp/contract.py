@@ -86,6 +86,7 @@ def exit_code_for_status(status: str, signal_name: str | None = None) -> int:
 
 ENV_RUNS_DIR: Final = "GPTEXP_RUNS_DIR"  # default --runs-dir
 ENV_LAUNCHER_PID: Final = "GPTEXP_LAUNCHER_PID"  # workers stop when this process is gone
+ENV_START_DIR: Final = "GPTEXP_START_DIR"  # where `gptexp` started: custom components import from there
 ENV_RDZV_TIMEOUT: Final = "GPTEXP_RDZV_TIMEOUT"  # seconds a multi-node rendezvous may take to form
 ENV_RDZV_PORT: Final = "GPTEXP_RDZV_PORT"  # generated Slurm scripts: rendezvous port
 ENV_REQUIRE_SERVICES: Final = "GPTEXP_REQUIRE_SERVICES"  # tests: a missing service fails, not skips

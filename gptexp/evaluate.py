@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from gptexp.checkpoint import CheckpointError, load_checkpoint
-from gptexp.data import TokenSplit, byte_table
-from gptexp.models import build_model
-from gptexp.objectives import TokenInfo, Window, is_causal, make_batch, metric_sums, metrics_from_sums
+from gptexp.data import TokenSplit
+from gptexp.components import build_objective
+from gptexp.models import build_model, generate
+from gptexp.objectives import Window, metric_sums, metrics_from_sums, token_info
 from gptexp.spec import ExperimentSpec, SpecError, validate_spec
 from gptexp.tokenizers import Tokenizer, TokenizerFileError, load_tokenizer
 from gptexp.tracking import RunStore, RunStoreError
@@ -40,7 +41,14 @@ def load_trained_run(run_dir: Path, checkpoint: str = "best") -> LoadedRun:
     a truncated or foreign checkpoint, weights that do not fit the tokenizer) raises SpecError
     with one line naming the file.
     """
+    import os
+
+    from gptexp.components import START_DIR_ENV, recorded_start_dir
+
     store = RunStore(run_dir)
+    started_in = recorded_start_dir(store.dir)
+    if started_in and not os.environ.get(START_DIR_ENV):
+        os.environ[START_DIR_ENV] = started_in  # custom components import from where the run started
     try:
         spec = validate_spec(store.read_spec(), str(store.spec_path))
     except RunStoreError as error:
@@ -59,7 +67,7 @@ def load_trained_run(run_dir: Path, checkpoint: str = "best") -> LoadedRun:
         state = load_checkpoint(path)
     except CheckpointError as error:
         raise SpecError(str(error)) from None
-    model = build_model(spec.model, tokenizer.vocab_size, causal=is_causal(spec.objective))
+    model = build_model(spec.model, tokenizer.vocab_size, causal=build_objective(spec.objective).causal)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as error:
@@ -70,12 +78,6 @@ def load_trained_run(run_dir: Path, checkpoint: str = "best") -> LoadedRun:
                         f"(vocabulary {tokenizer.vocab_size}); was a file of the run replaced? ({detail[:200]})") from None
     model.eval()
     return LoadedRun(spec, tokenizer, model, int(state["step"]), path)
-
-
-def token_info(tokenizer: Tokenizer) -> TokenInfo:
-    specials = tokenizer.special_tokens
-    return TokenInfo(vocab_size=tokenizer.vocab_size, special_ids=tuple(sorted(specials.values())),
-                     mask_id=specials.get("<mask>"), pad_id=specials.get("<pad>"))
 
 
 def sequential_windows(split: TokenSplit, window: int, batch_size: int, max_batches: int | None) -> list[Window]:
@@ -100,13 +102,14 @@ def evaluate_text(run: LoadedRun, text: str, batch_size: int, max_batches: int |
     except ValueError as error:  # e.g. a character outside a vocabulary that has no <unk>
         raise SpecError(f"--data: the run's tokenizer cannot encode this text ({error})") from None
     # bytes per token from the tokenizer's table, as in training, so both report the same val/bpb
-    split = TokenSplit.from_arrays(encoded.ids, byte_table(run.tokenizer), encoded.word_starts)
+    split = TokenSplit.from_encoded(run.tokenizer, encoded)
     info = token_info(run.tokenizer)
     generator = torch.Generator().manual_seed(EVAL_SEED)
     totals = torch.zeros(4, dtype=torch.float64)
     windows = sequential_windows(split, run.spec.model.block_size + 1, batch_size, max_batches)
+    objective = build_objective(run.spec.objective)
     for window in windows:
-        batch = make_batch(run.spec.objective, window, info, generator)
+        batch = objective.make_batch(window, info, generator)
         logits, _ = run.model(batch.inputs)
         totals += metric_sums(logits.float(), batch.labels, batch.label_bytes)
     metrics = metrics_from_sums(totals)
@@ -120,7 +123,7 @@ def evaluate_text(run: LoadedRun, text: str, batch_size: int, max_batches: int |
 def generate_text(run: LoadedRun, prompt: str, max_new_tokens: int, temperature: float, top_k: int | None,
                   seed: int, use_cache: bool = True) -> str:
     """Sample a continuation of `prompt` from a causal model (greedy when temperature is 0)."""
-    if not is_causal(run.spec.objective):
+    if not build_objective(run.spec.objective).causal:
         raise SpecError(f"generate needs a causal model; this run was trained with objective {run.spec.objective.kind}")
     try:
         ids = run.tokenizer.encode(prompt) if prompt else []
@@ -134,6 +137,6 @@ def generate_text(run: LoadedRun, prompt: str, max_new_tokens: int, temperature:
         ids = [start]
     idx = torch.tensor([ids], dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)
-    out = run.model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator,
-                             use_cache=use_cache)
+    out = generate(run.model, idx, max_new_tokens, run.spec.model.block_size, temperature=temperature, top_k=top_k,
+                   generator=generator, use_cache=use_cache)
     return run.tokenizer.decode(out[0].tolist())

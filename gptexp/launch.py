@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 
 from gptexp import contract as C
 from gptexp.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_PRUNED, EXIT_SIGINT, EXIT_SIGTERM  # noqa: F401 - re-exported
+from gptexp import preflight
 from gptexp.data import PreparedData, prepare_data
 from gptexp.runlock import RunInUse, RunLock, acquire, writer_is_locked
 from gptexp.spec import ExperimentSpec, SpecError, check_data_file, validate_spec
@@ -90,7 +91,14 @@ def rdzv_timeout_s() -> int:
 
 
 def check_supported(spec: ExperimentSpec) -> None:
-    """Kinds the spec accepts but this version cannot run yet exit 2 with a clear message."""
+    """Kinds the spec accepts but this version cannot run yet exit 2 with a clear message; so do
+    component files that do not load (gptexp.components.check_runnable)."""
+    from gptexp.components import ComponentError, check_runnable
+
+    try:
+        check_runnable(spec)
+    except ComponentError as error:
+        raise SpecError(str(error)) from None
     for section in ("tokenizer", "model", "objective", "dropout_schedule"):
         key = f"{section}.{getattr(spec, section).kind}"
         if key in NOT_BUILT_YET:
@@ -137,9 +145,9 @@ def _join_run(spec: ExperimentSpec, store: RunStore) -> RunStore:
         existing = store.read_spec()
     except RunStoreError as error:
         raise SpecError(str(error)) from None
-    import yaml
+    from gptexp.safe_yaml import load_yaml
 
-    if existing != yaml.safe_load(spec.to_yaml()):
+    if existing != load_yaml(spec.to_yaml(), "the spec"):
         raise SpecError(f"run id {store.run_id!r}: exists with a different spec; every node must run the same spec")
     return store
 
@@ -204,7 +212,10 @@ def run_torchrun(command: list[str], store: RunStore, extra_env: dict[str, str] 
     runs launches on worker threads (a sweep with --workers) gets each process through `on_start`
     and forwards signals itself.
     """
+    from gptexp.components import start_dir
+
     env = {**os.environ, **(extra_env or {}), C.ENV_LAUNCHER_PID: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+    env.setdefault(C.ENV_START_DIR, str(start_dir()))  # custom components import from here in the workers
     status_before = _status_mtime(store)
     started = time.monotonic()
     output = open(log_path, "ab") if log_path else None
@@ -237,7 +248,6 @@ def run_torchrun(command: list[str], store: RunStore, extra_env: dict[str, str] 
                  f"{rdzv_timeout_s()} s, or torchrun failed before training (torchrun exit code {torchrun_code}, "
                  f"after {time.monotonic() - started:.0f} s); start every node with the same --rdzv-endpoint "
                  f"and --run-id, or set ${C.ENV_RDZV_TIMEOUT}")
-        progress(error)
         if received:
             store.write_status(C.INTERRUPTED, signal=signal.Signals(received[0]).name, error=error)
             return C.exit_code_for_status(C.INTERRUPTED, signal.Signals(received[0]).name)
@@ -320,6 +330,9 @@ def launch(spec: ExperimentSpec, store: RunStore, resume: bool, extra_env: dict[
             if resume:
                 check_corpus_unchanged(store, prepared, accept_corpus_change, progress)
             write_text_atomic(store.tokenizer_path, prepared.tokenizer_path.read_text(encoding="utf-8"))
+            from gptexp.components import record_components
+
+            record_components(spec, store.dir, resume, warn=progress)
             record(C.RUNNING, corpus_sha256=prepared.corpus_sha256)
         command = torchrun_command(spec, store, prepared, resume)
         code = run_torchrun(command, store, extra_env=extra_env, log_path=log_path, on_start=on_start, progress=progress)
@@ -332,7 +345,7 @@ def launch(spec: ExperimentSpec, store: RunStore, resume: bool, extra_env: dict[
         record(C.INTERRUPTED, signal=name, error=error)
         return LaunchResult(store.run_id, store.dir, C.exit_code_for_status(C.INTERRUPTED, name), C.INTERRUPTED, error)
     except Exception as error:  # noqa: BLE001 - a full disk, a corrupt cache, a bug: the status must say so
-        from gptexp.tracking import redact
+        from gptexp.redaction import redact
 
         message = redact(f"{type(error).__name__}: {error}")
         record(C.FAILED, error=message)
@@ -365,6 +378,7 @@ def start_run(spec: ExperimentSpec, runs_dir: Path, extra_env: dict[str, str] | 
     2 when the run is already finished. It never starts a run over its checkpoints.
     """
     check_supported(spec)
+    preflight.check(spec)  # device present, memory estimate fits: exit 2 before a run exists
     check_data_file(spec)
     multi_node = spec.launch.nnodes > 1
     if multi_node and not spec.launch.run_id:
@@ -414,7 +428,13 @@ def resume_run(runs_dir: Path, run: str, extra_env: dict[str, str] | None = None
         store = RunStore(run_dir_for(runs_dir, run))
     except RunStoreError as error:
         raise SpecError(str(error)) from None
+    from gptexp.components import recorded_start_dir
+
+    started_in = recorded_start_dir(store.dir)
+    if started_in and not os.environ.get(C.ENV_START_DIR):
+        os.environ[C.ENV_START_DIR] = started_in  # custom components import from where the run started
     spec = load_run_spec(store)
+    preflight.check(spec)  # this machine may differ from the one that started the run
     lock = _lock(store, spec)
     try:
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.nn import functional as F
@@ -41,6 +42,16 @@ class TokenInfo:
     pad_id: int | None
 
 
+def token_info(tokenizer: Any) -> TokenInfo:
+    """What masking needs from a tokenizer; the <mask> and <pad> roles are found by name (roles.py)."""
+    from gptexp.tokenizers.roles import role_ids
+
+    specials = tokenizer.special_tokens
+    roles = role_ids(specials)
+    return TokenInfo(vocab_size=tokenizer.vocab_size, special_ids=tuple(sorted(specials.values())),
+                     mask_id=roles.get("mask"), pad_id=roles.get("pad"))
+
+
 @dataclass
 class Window:
     """T+1 consecutive tokens per row, as the data pipeline samples them."""
@@ -58,8 +69,25 @@ class Batch:
 
 
 def is_causal(objective: ObjectiveSpec) -> bool:
-    """clm needs causal attention; mlm and mntp see the whole window."""
-    return objective.kind == "clm"
+    """clm needs causal attention; mlm and mntp see the whole window; a custom objective says."""
+    from gptexp.components import build_objective
+
+    return build_objective(objective).causal
+
+
+class BuiltinObjective:
+    """clm, mlm and mntp as registry components (gptexp.components): configured by their spec."""
+
+    def __init__(self, spec: ObjectiveSpec) -> None:
+        self.spec = spec
+        self.causal = spec.kind == "clm"
+
+    @classmethod
+    def from_spec(cls, spec: ObjectiveSpec) -> BuiltinObjective:
+        return cls(spec)
+
+    def make_batch(self, window: Window, info: TokenInfo, generator: torch.Generator) -> Batch:
+        return make_batch(self.spec, window, info, generator)
 
 
 def special_mask(ids: torch.Tensor, info: TokenInfo) -> torch.Tensor:

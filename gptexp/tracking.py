@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from gptexp import contract as C
+from gptexp.redaction import redact_data
 
 RUN_STATUSES = C.RUN_STATUSES
 # Upper bounds on what a read of a run file accepts: a run file larger than this is not one
@@ -149,11 +150,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def redact(text: str) -> str:
-    """Hide the password of any URL in `text` (`postgresql://u:pw@h/db` -> `postgresql://u:***@h/db`)."""
-    return re.sub(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+):[^@\s]+@", r"\g<scheme>:***@", text)
-
-
 # ---------------------------------------------------------------------------------------------
 # run ids and directories
 
@@ -233,7 +229,7 @@ class RunStore:
     # spec ---------------------------------------------------------------------------------
     def read_spec(self) -> dict[str, Any]:
         """spec.yaml as a mapping (validate it with gptexp.spec to get an ExperimentSpec)."""
-        import yaml
+        from gptexp.safe_yaml import YamlInputError, load_yaml
 
         try:
             text = read_regular_file(self.spec_path, MAX_SPEC_BYTES).decode("utf-8")
@@ -241,13 +237,10 @@ class RunStore:
             raise RunStoreError(f"run {self.run_id}: no {C.SPEC_FILE}") from None
         except UnicodeDecodeError:
             raise RunStoreError(f"{self.spec_path}: not UTF-8 text") from None
-        try:
-            spec = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else "YAML error"
-            raise RunStoreError(f"{self.spec_path}: not valid YAML ({first})") from None
-        except RecursionError:
-            raise RunStoreError(f"{self.spec_path}: YAML nested too deeply") from None
+        try:  # safe_yaml: alias bombs, duplicate keys and deep nesting are refused too
+            spec = load_yaml(text, str(self.spec_path))
+        except YamlInputError as error:
+            raise RunStoreError(f"{self.spec_path}: not valid YAML ({str(error).removeprefix(f'{self.spec_path}: ')})") from None
         if not isinstance(spec, dict):
             raise RunStoreError(f"{self.spec_path}: expected a mapping, found {type(spec).__name__}")
         return spec
@@ -279,9 +272,8 @@ class RunStore:
         current["status"] = status
         current["host"] = socket.gethostname()
         current["updated"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        if "error" in current and current["error"]:
-            current["error"] = redact(str(current["error"]))
-        write_json_atomic(self.status_path, current)
+        # An error may quote a storage URL (a sweep trial's pruning bridge): no password in run files.
+        write_json_atomic(self.status_path, redact_data(current))
 
     def effective_status(self) -> str:
         """The stored status, except that a 'running' run that nothing owns any more is 'crashed'.

@@ -37,13 +37,15 @@ from torch.nn.parallel import DistributedDataParallel
 from gptexp import contract as C
 from gptexp.checkpoint import CheckpointError, load_checkpoint, remove_stale_temp_files, save_checkpoint
 from gptexp.data import PreparedData, TokenSplit, load_splits, sample_windows, step_seed
-from gptexp.models import build_model
-from gptexp.objectives import TokenInfo, is_causal, make_batch, metric_sums, metrics_from_sums
+from gptexp.components import build_objective
+from gptexp.models import build_model, num_parameters, set_dropout
+from gptexp.objectives import metric_sums, metrics_from_sums, token_info
 from gptexp.optim import build_optimizer, dropout_rate, learning_rate
+from gptexp.redaction import redact
+from gptexp.runlock import RunInUse, RunLock, acquire_writer
 from gptexp.spec import ExperimentSpec
 from gptexp.tokenizers import load_tokenizer
-from gptexp.runlock import RunInUse, RunLock, acquire_writer
-from gptexp.tracking import NullLogger, RunStore, Tracker, WandbLogger, pid_alive, redact, wandb_mode
+from gptexp.tracking import NullLogger, RunStore, Tracker, WandbLogger, pid_alive, wandb_mode
 
 # Streams of step_seed: independent random numbers for data/masking, dropout and evaluation.
 DATA_STREAM, DROPOUT_STREAM, EVAL_STREAM = 0, 1, 2
@@ -133,15 +135,10 @@ class Trainer:
         self.logger_future = self._start_logger() if self.ctx.is_main else None
         self.tokenizer = load_tokenizer(self.prepared.tokenizer_path)
         self.splits: dict[str, TokenSplit] = load_splits(self.prepared, self.tokenizer)  # memory maps
-        specials = self.tokenizer.special_tokens
-        self.token_info = TokenInfo(
-            vocab_size=self.tokenizer.vocab_size,
-            special_ids=tuple(sorted(specials.values())),
-            mask_id=specials.get("<mask>"),
-            pad_id=specials.get("<pad>"),
-        )
+        self.token_info = token_info(self.tokenizer)
+        self.objective = build_objective(spec.objective)
         torch.manual_seed(spec.seed)  # identical initial weights on every rank (DDP also broadcasts)
-        self.model = build_model(spec.model, self.tokenizer.vocab_size, causal=is_causal(spec.objective)).to(self.ctx.device)
+        self.model = build_model(spec.model, self.tokenizer.vocab_size, causal=self.objective.causal).to(self.ctx.device)
         self.optimizer = build_optimizer(self.model, spec.optim, self.ctx.device.type)
         if self.ctx.is_main:
             remove_stale_temp_files(self.store.checkpoint_dir)  # left by a writer killed mid-save
@@ -217,7 +214,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         base_dropout = getattr(spec.model, "dropout", 0.0)
-        self.model.set_dropout(dropout_rate(step, spec.dropout_schedule, base_dropout, spec.train.max_steps))
+        set_dropout(self.model, dropout_rate(step, spec.dropout_schedule, base_dropout, spec.train.max_steps))
         torch.manual_seed(step_seed(spec.seed, ctx.rank, step, stream=DROPOUT_STREAM))
 
         accum = spec.train.grad_accum
@@ -225,7 +222,7 @@ class Trainer:
         for micro in range(accum):
             generator = torch.Generator().manual_seed(step_seed(spec.seed, ctx.rank, step, micro, DATA_STREAM))
             window = sample_windows(self.splits["train"], spec.train.batch_size, spec.model.block_size + 1, generator)
-            batch = make_batch(spec.objective, window, self.token_info, generator)
+            batch = self.objective.make_batch(window, self.token_info, generator)
             inputs, labels = batch.inputs.to(ctx.device), batch.labels.to(ctx.device)
             # Only the last micro-step all-reduces gradients; the others accumulate locally.
             skip_grad_sync = ctx.distributed and micro < accum - 1
@@ -259,7 +256,7 @@ class Trainer:
         totals = torch.zeros(4, dtype=torch.float64, device=ctx.device)
         for _ in range(spec.train.eval_batches):
             window = sample_windows(self.splits["val"], spec.train.batch_size, spec.model.block_size + 1, generator)
-            batch = make_batch(spec.objective, window, self.token_info, generator)
+            batch = self.objective.make_batch(window, self.token_info, generator)
             with self._autocast():
                 logits, _ = self.model(batch.inputs.to(ctx.device))
             totals += metric_sums(logits.float(), batch.labels.to(ctx.device), batch.label_bytes.to(ctx.device))
@@ -414,7 +411,7 @@ class Trainer:
             C.SUMMARY_STATUS: status,
             C.SUMMARY_GROUP: spec.tracking.wandb.group,
             C.SUMMARY_WORLD_SIZE: self.ctx.world_size,
-            C.SUMMARY_PARAMETERS: self.model.num_parameters(),
+            C.SUMMARY_PARAMETERS: num_parameters(self.model),
             C.SUMMARY_STEPS: c.step,
             C.SUMMARY_MAX_STEPS: spec.train.max_steps,
             C.TOKENS_SEEN: c.tokens_seen,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,9 @@ def test_space_types_are_inferred_and_overrides_take_both_forms(tmp_path: Path) 
     ({"overrides": ["train.max_steps.deep=1"]}, "overrides: 'train.max_steps.deep=1': train.max_steps is a value"),
     ({"workers": "two"}, "sweep.yaml: workers: Input should be a valid integer"),
     ({"overrides": ["launch.nnodes=2"]}, "sweep.yaml: launch.nnodes: a sweep trial runs on one node"),
+    ({"workers": 65}, "sweep.yaml: workers: Input should be less than or equal to 64"),
+    ({"study": "s" * 59}, "sweep.yaml: study: 59 characters ('ssssssssssssssss'...); at most 58, because trials are tagged study:<study>"),
+    ({"study": "two\nlines"}, "sweep.yaml: study: 'two\\nlines' contains a newline"),
 ])
 def test_bad_sweep_files_are_one_clear_spec_error(tmp_path: Path, fields: dict, message: str) -> None:
     path = write_sweep(tmp_path, **fields)
@@ -112,6 +116,20 @@ def test_bad_sweep_files_are_one_clear_spec_error(tmp_path: Path, fields: dict, 
         load_sweep_spec(path)
     assert message in str(error.value)
     assert str(error.value).startswith(str(path))
+
+
+def test_study_names_from_flags_and_file_names_meet_wandb_limits(tmp_path: Path) -> None:
+    """W&B refuses tags over 64 characters: before the fix such a sweep failed inside every trial."""
+    path = write_sweep(tmp_path)
+    assert load_sweep_spec(path, study="s" * 58).study == "s" * 58  # the tag study:sss... is 64 characters
+    with pytest.raises(SpecError, match=re.escape("--study: 59 characters ('ssssssssssssssss'...); at most 58")):
+        load_sweep_spec(path, study="s" * 59)
+    with pytest.raises(SpecError, match="^--study: must not be empty"):
+        load_sweep_spec(path, study="  ")
+    long_name = tmp_path / f"{'x' * 60}.yaml"
+    long_name.write_text(path.read_text())
+    with pytest.raises(SpecError, match="study: 60 characters"):
+        load_sweep_spec(long_name)  # the default study name is the file's name
 
 
 def test_grid_accepts_categorical_int_and_stepped_float_and_caps_n_trials(tmp_path: Path) -> None:
@@ -223,7 +241,10 @@ def test_trials_are_runs_and_failed_runs_fail_their_trial_and_are_retried(tmp_pa
                                         space={"optim.lr": {"choices": [3.0e-3, 1.0e+6]}}))
     lines: list[str] = []
     result = Sweep(sweep, runs_dir, log=lines.append).run()
-    assert result.exit_code == 0, lines
+    # The NaN trial failed and so did its retry: the study is full, but the sweep is no success.
+    assert result.exit_code == 1, lines
+    assert len(result.failed) == 1 and "train/loss became nan" in result.failed[0], result.failed
+    assert "1 trial(s) failed after their retries: trial " in lines[-1]
 
     study = optuna.load_study(study_name="t", storage=default_storage_url(runs_dir))
     trials = {t.number: t for t in study.trials}
@@ -253,5 +274,5 @@ def test_trials_are_runs_and_failed_runs_fail_their_trial_and_are_retried(tmp_pa
 
     # A second call resumes the study: it is full (n_trials counts all its trials), so no new trial.
     again = Sweep(sweep, runs_dir, log=lines.append).run()
-    assert again.exit_code == 0 and again.started == 0
+    assert again.exit_code == 0 and again.started == 0 and again.failed == []  # it ran nothing that failed
     assert len(study.trials) == 3

@@ -57,8 +57,11 @@ def exit_code_for(error: Exception) -> int | None:
 
 
 def print_error(message: str) -> None:
-    """`error: message` in one line on stderr; the message is plain text, never rich markup."""
-    stderr.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
+    """`error: message` in one line on stderr; the message is plain text, never rich markup, and
+    never a password (an error may quote a storage URL or DSN)."""
+    from gptexp.redaction import redact
+
+    stderr.print(Text.assemble(("error: ", "bold red"), redact(message)), highlight=False, soft_wrap=True)
 
 
 def exit_on_error(command: Callable[P, R]) -> Callable[P, R]:

@@ -73,7 +73,7 @@ def _load_study(study: str, storage: str | None, runs_dir: Path) -> optuna.Study
         url = storage or default_storage_url(runs_dir)
         return optuna.load_study(study_name=study, storage=open_storage(url))
     except Exception as error:  # noqa: BLE001 - the report is still useful without the study plots
-        from gptexp.tracking import redact
+        from gptexp.redaction import redact
 
         note(f"note: study plots left out: {redact(str(error))}", style="yellow")
         return None

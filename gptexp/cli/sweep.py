@@ -27,7 +27,7 @@ def sweep(
     target: Annotated[str, typer.Argument(metavar="SWEEP|status", help="a sweep file (YAML) to run, or the word 'status' to show a study", show_default=False)],
     study_name: Annotated[Optional[str], typer.Argument(metavar="[STUDY]", help="status only: the study to show (default: the only one in the storage)", show_default=False)] = None,
     n_trials: Annotated[Optional[int], typer.Option("--n-trials", min=1, help="trials in the study in total (overrides n_trials); a rerun adds trials up to it")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="trials run at once by this process (overrides workers)")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="trials run at once by this process, 1 to 64 (overrides workers)")] = None,
     storage: Annotated[Optional[str], typer.Option("--storage", envvar="GPTEXP_OPTUNA_STORAGE", show_envvar=True, help="Optuna storage URL, e.g. postgresql+psycopg://user:pw@host/db (default: sqlite <runs-dir>/optuna.db)", show_default=False)] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="study name (overrides study; default: the sweep file's name)")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a sweep field: --set pruner.kind=none (value parsed as YAML); repeatable")] = None,
@@ -40,7 +40,7 @@ def sweep(
 
     gptexp sweep status [STUDY] [--storage URL | --runs-dir D] [--json] shows the trials (number, state, params, value, run id) and the best one; without STUDY it lists the studies when there are several.
 
-    Exit codes: 0 the study is done, 1 a sweep worker hit an unexpected error, 2 bad input, 130/143 interrupted (run it again to resume).
+    Exit codes: 0 the study is done and every trial this process ran completed or was pruned; 1 a trial this process ran failed after its retries (the last line names them) or a sweep worker hit an unexpected error; 2 bad input; 130/143 interrupted (run it again to resume).
     """
     runs_dir = checked_runs_dir(runs_dir)
     if target == STATUS:
@@ -61,17 +61,11 @@ def _run(path: Path, n_trials: int | None, workers: int | None, storage: str | N
     from gptexp.sweep.spec import load_sweep_spec
 
     flags = [f"{key}={value}" for key, value in (("n_trials", n_trials), ("workers", workers)) if value is not None]
-    spec = load_sweep_spec(path, overrides + flags)
-    if study is not None:
-        if not study.strip():
-            fail("--study: must not be empty")
-        spec.study = study
-    if storage is not None:
-        spec.storage = storage
+    spec = load_sweep_spec(path, overrides + flags, study=study, storage=storage)
     check_data_file(spec.build_experiment({}))
 
     from gptexp.sweep.runner import Sweep
-    from gptexp.tracking import redact
+    from gptexp.redaction import redact
 
     runner = Sweep(spec, runs_dir, log=lambda message: stdout.print(message, highlight=False, markup=False, soft_wrap=True))
     try:
@@ -79,9 +73,9 @@ def _run(path: Path, n_trials: int | None, workers: int | None, storage: str | N
     except SpecError:
         raise  # bad input found while running: errors.py makes it exit 2
     except ImportError as error:
-        fail(f"storage {redact(runner.storage_url)}: {error} ({POSTGRES_HINT})")
+        fail(f"storage {redact(runner.storage_url, known=[runner.storage_url])}: {error} ({POSTGRES_HINT})")
     except Exception as error:  # noqa: BLE001 - a storage that cannot be reached: one line, no traceback
-        fail(f"storage {redact(runner.storage_url)}: {redact(f'{type(error).__name__}: {error}')}")
+        fail(redact(f"storage {runner.storage_url}: {type(error).__name__}: {error}", known=[runner.storage_url]))
     status = _load_status(result.storage_url, result.study_name)
     if status is not None:
         _print_status(status)
@@ -102,7 +96,7 @@ def _load_status(storage_url: str, study_name: str) -> dict[str, Any] | None:
 def _status(study: str | None, storage: str | None, runs_dir: Path, as_json: bool) -> None:
     from gptexp.sweep.status import study_names, study_status
     from gptexp.sweep.storage import default_storage_url, sqlite_path
-    from gptexp.tracking import redact
+    from gptexp.redaction import redact
 
     url = storage or default_storage_url(runs_dir)
     db = sqlite_path(url)
@@ -111,21 +105,21 @@ def _status(study: str | None, storage: str | None, runs_dir: Path, as_json: boo
     try:
         names = study_names(url)
     except ImportError as error:
-        fail(f"storage {redact(url)}: {error} ({POSTGRES_HINT})")
+        fail(f"storage {redact(url, known=[url])}: {error} ({POSTGRES_HINT})")
     except Exception as error:  # noqa: BLE001
-        fail(f"storage {redact(url)}: {redact(f'{type(error).__name__}: {error}')}")
+        fail(redact(f"storage {url}: {type(error).__name__}: {error}", known=[url]))
     if study is None:
         if len(names) == 1:
             study = names[0][0]
         else:
             if as_json:
-                print(json.dumps({"storage": redact(url), "studies": [{"study": n, "trials": c} for n, c in names]}, indent=2))
+                print(json.dumps({"storage": redact(url, known=[url]), "studies": [{"study": n, "trials": c} for n, c in names]}, indent=2))
                 return
             if not names:
-                fail(f"no studies in {redact(url)}")
+                fail(f"no studies in {redact(url, known=[url])}")
             from rich.table import Table
 
-            table = Table(title=Text(f"studies in {redact(url)}"))
+            table = Table(title=Text(f"studies in {redact(url, known=[url])}"))
             table.add_column("study")
             table.add_column("trials", justify="right")
             for name, count in names:
@@ -135,7 +129,7 @@ def _status(study: str | None, storage: str | None, runs_dir: Path, as_json: boo
             return
     if study not in {name for name, _ in names}:
         known = ", ".join(name for name, _ in names) or "none"
-        fail(f"no study {study!r} in {redact(url)} (studies: {known})")
+        fail(f"no study {study!r} in {redact(url, known=[url])} (studies: {known})")
     status = study_status(url, study)
     if as_json:
         print(json.dumps(status, indent=2, default=str))

@@ -33,7 +33,7 @@ from gptexp.data.corpus import CorpusInfo, CorpusSource, corpus_sources, scan
 from gptexp.data.pieces import SPLIT_ORDER, cut_pieces, decode_stream, split_byte_ranges, split_stream
 from gptexp.data.progress import ByteProgress
 from gptexp.data.tokens import (MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, SPLITS, CacheError, PreparedData,
-                                ids_dtype, ids_path, verify_entry, words_path)
+                                bytes_follow_ids, bytes_path, ids_dtype, ids_path, verify_entry, words_path)
 from gptexp.spec import ExperimentSpec
 
 Message = Callable[[str], None]
@@ -107,11 +107,7 @@ _WORKER: dict[str, Any] = {}
 
 def _init_worker(state: dict[str, Any]) -> None:
     _WORKER.clear()
-    _WORKER.update(state)
-    if "tokenizer" in state:
-        from gptexp.tokenizers import Tokenizer
-
-        _WORKER["tokenizer"] = Tokenizer.from_dict(state["tokenizer"])
+    _WORKER.update(state)  # with fork (Linux) the tokenizer object is inherited, not pickled
 
 
 def ordered_map(function: Callable[[Any], Any], items: Iterable[Any], workers: int, state: dict[str, Any]) -> Iterator[Any]:
@@ -145,12 +141,13 @@ def _count_piece(item: tuple[str, str]) -> tuple[int, Any]:
     return n_bytes, chunk_counts(text, _WORKER["pattern"])
 
 
-def _encode_piece(item: tuple[str, str]) -> tuple[str, int, np.ndarray, np.ndarray | None]:
+def _encode_piece(item: tuple[str, str]) -> tuple[str, int, np.ndarray, np.ndarray | None, np.ndarray | None]:
     split, text = item
     encoded = _WORKER["tokenizer"].encode_for_training(text)
-    ids = encoded.ids.astype(_WORKER["dtype"])
-    words = encoded.word_starts if _WORKER["words"] else None
-    return split, len(text.encode("utf-8")), ids, words
+    ids = np.asarray(encoded.ids).astype(_WORKER["dtype"])
+    words = np.asarray(encoded.word_starts, dtype=bool) if _WORKER["words"] else None
+    counts = np.asarray(encoded.byte_counts).astype("<u4") if _WORKER["byte_counts"] else None
+    return split, len(text.encode("utf-8")), ids, words, counts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,9 +155,24 @@ def _encode_piece(item: tuple[str, str]) -> tuple[str, int, np.ndarray, np.ndarr
 
 
 def tokenizer_cache_key(corpus_sha: str, spec: ExperimentSpec, split_identity: dict[str, Any]) -> str:
-    # The split matters: the tokenizer is trained on the training split only.
+    # The split matters: the tokenizer is trained on the training split only. A file the spec
+    # names (hf) or a custom class's code is part of the identity by content, not by name.
     identity = {"corpus": corpus_sha, "tokenizer": spec.tokenizer.model_dump(mode="json"), **split_identity}
+    if spec.tokenizer.kind == "hf":
+        path = Path(spec.tokenizer.path)
+        identity["file"] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    if spec.tokenizer.kind == "custom":
+        from gptexp.components import module_origin
+
+        identity["code"] = module_origin(spec.tokenizer.target)["sha256"]
     return sha256_text(json.dumps(identity, sort_keys=True))[:24]
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """The tokenizer's own fingerprint, or the sha256 of its saved state (custom tokenizers)."""
+    if callable(getattr(tokenizer, "fingerprint", None)):
+        return tokenizer.fingerprint()
+    return sha256_text(json.dumps(tokenizer.to_dict(), sort_keys=True, separators=(",", ":")))
 
 
 def sample_rate(spec: ExperimentSpec, train_bytes: int) -> float:
@@ -181,6 +193,14 @@ def train_tokenizer_streaming(spec: ExperimentSpec, layout: Layout, workers: int
     from gptexp.tokenizers.bpe import train_bpe_from_counts
 
     tok = spec.tokenizer
+    if tok.kind not in ("bpe", "char"):  # hf files are used as they are; custom ones train on the text
+        from gptexp.components import build_tokenizer
+
+        if tok.kind == "hf":
+            message(f"loading hf tokenizer {tok.path}")
+            return build_tokenizer(tok, "")
+        message(f"training custom tokenizer {tok.target} on the training split ({layout.train_bytes:,} bytes, in memory)")
+        return build_tokenizer(tok, "".join(piece for _, piece in layout.pieces(1 << 62, "none", only="train")))
     rate = sample_rate(spec, layout.train_bytes)
     what = f"{tok.kind} tokenizer" + (f" on a {rate:.1%} sample" if rate < 1.0 else "")
     state = {"kind": tok.kind, "pattern": tok.pattern}
@@ -203,18 +223,19 @@ def train_tokenizer_streaming(spec: ExperimentSpec, layout: Layout, workers: int
 def cached_tokenizer(spec: ExperimentSpec, layout: Layout, cache_dir: Path, workers: int, piece_chars: int,
                      message: Message):
     from gptexp.tokenizers import TokenizerFileError, load_tokenizer
+    from gptexp.tokenizers.base import save_tokenizer
 
     path = cache_dir / "tokenizers" / f"{tokenizer_cache_key(layout.corpus_sha256, spec, layout.split_identity)}.json"
     if path.exists():
         try:
             tokenizer = load_tokenizer(path)
-            if tokenizer.kind == spec.tokenizer.kind:
+            if getattr(tokenizer, "kind", "custom") in (spec.tokenizer.kind, "custom"):
                 return path, tokenizer
             message(f"tokenizer cache {path} holds a {tokenizer.kind} tokenizer; training it again")
         except TokenizerFileError as error:
             message(f"tokenizer cache unreadable ({error}); training it again")
     tokenizer = train_tokenizer_streaming(spec, layout, workers, piece_chars, message)
-    atomic_write(path, tokenizer.save)
+    atomic_write(path, lambda tmp: save_tokenizer(tokenizer, tmp))
     return path, tokenizer
 
 
@@ -237,19 +258,25 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 class _SplitWriter:
     """Appends a split's ids (and packed word starts) to its files, hashing what it writes."""
 
-    def __init__(self, entry: Path, split: str, with_words: bool) -> None:
+    def __init__(self, entry: Path, split: str, with_words: bool, with_counts: bool) -> None:
         self.ids_file = open(ids_path(entry, split), "wb")
         self.ids_sha = hashlib.sha256()
+        self.counts_file = open(bytes_path(entry, split), "wb") if with_counts else None
+        self.counts_sha = hashlib.sha256()
         self.words_file = open(words_path(entry, split), "wb") if with_words else None
         self.words_sha = hashlib.sha256()
         self.carry = np.zeros(0, dtype=bool)  # word starts not yet packed (fewer than 8)
         self.tokens = 0
         self.text_bytes = 0
 
-    def write(self, ids: np.ndarray, words: np.ndarray | None, n_bytes: int) -> None:
+    def write(self, ids: np.ndarray, words: np.ndarray | None, counts: np.ndarray | None, n_bytes: int) -> None:
         data = ids.tobytes()
         self.ids_file.write(data)
         self.ids_sha.update(data)
+        if self.counts_file is not None:
+            data = counts.tobytes()
+            self.counts_file.write(data)
+            self.counts_sha.update(data)
         self.tokens += len(ids)
         self.text_bytes += n_bytes
         if self.words_file is not None:
@@ -265,6 +292,9 @@ class _SplitWriter:
     def close(self) -> dict[str, Any]:
         info: dict[str, Any] = {"tokens": self.tokens, "text_bytes": self.text_bytes, "ids_sha256": self.ids_sha.hexdigest()}
         self.ids_file.close()
+        if self.counts_file is not None:
+            self.counts_file.close()
+            info["bytes_sha256"] = self.counts_sha.hexdigest()
         if self.words_file is not None:
             if len(self.carry):
                 self._write_words(np.packbits(self.carry).tobytes())
@@ -280,15 +310,19 @@ def build_entry(entry: Path, layout: Layout, tokenizer, fingerprint: str, with_w
     entry.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".build-{entry.name}-"))
     try:
-        writers = {split: _SplitWriter(build, split, with_words) for split in SPLITS}
-        state = {"tokenizer": tokenizer.to_dict(), "dtype": dtype.str, "words": with_words}
+        with_counts = not bytes_follow_ids(tokenizer)
+        writers = {split: _SplitWriter(build, split, with_words, with_counts) for split in SPLITS}
+        state = {"tokenizer": tokenizer, "dtype": dtype.str, "words": with_words, "byte_counts": with_counts}
+        # Tokenizers without a known pre-split pattern (hf, custom) encode each split in one piece.
+        pattern = getattr(tokenizer, "pattern", "none")
         with ByteProgress(f"encoding with {workers} process{'es' if workers > 1 else ''}", layout.n_bytes, message) as bar:
-            for split, n_bytes, ids, words in ordered_map(_encode_piece, layout.pieces(piece_chars, tokenizer.pattern),
-                                                          workers, state):
-                writers[split].write(ids, words, n_bytes)
+            for split, n_bytes, ids, words, counts in ordered_map(_encode_piece, layout.pieces(piece_chars, pattern),
+                                                                  workers, state):
+                writers[split].write(ids, words, counts, n_bytes)
                 bar.advance(n_bytes)
         manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "tokenizer_fingerprint": fingerprint,
                     "corpus_sha256": layout.corpus_sha256, "dtype": dtype.str, "word_starts": with_words,
+                    "byte_counts": with_counts,
                     "splits": {split: writer.close() for split, writer in writers.items()}}
         (build / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         _move_into_place(build, entry, fingerprint, with_words)
@@ -333,7 +367,7 @@ def prepare_data(spec: ExperimentSpec, cache_dir: Path, progress: Message = lamb
     workers = workers or default_workers(spec, layout.n_bytes)
     piece_chars = piece_chars or piece_size(layout.n_bytes, workers)
     tokenizer_path, tokenizer = cached_tokenizer(spec, layout, cache_dir, workers, piece_chars, progress)
-    fingerprint = tokenizer.fingerprint()
+    fingerprint = tokenizer_fingerprint(tokenizer)
     with_words = needs_word_starts(spec)
     key = sha256_text(json.dumps({"tokenizer": fingerprint, "corpus": layout.corpus_sha256, **layout.split_identity,
                                   "words": with_words, "version": MANIFEST_VERSION}, sort_keys=True))[:24]

@@ -9,10 +9,13 @@ One cache entry is a directory:
                                               up to 65,536 tokens) or uint32
         train.words ...      only when an objective needs word starts: one bit per token
                              (numpy.packbits order), set where a pre-split word begins
+        train.bytes ...      only for tokenizers whose bytes are not a function of the id (a
+                             SentencePiece-style hf file, a custom tokenizer): uint32 per token
 
-No per-token byte count is stored: the bytes a token stands for are a function of its id, a table
-of vocab_size entries taken from the tokenizer (`byte_table`), so it cannot overflow and costs
-nothing per token. An entry is trusted only after `verify_entry` has checked the manifest, the
+For char, BPE and byte-level hf tokenizers no per-token byte count is stored: the bytes a token
+stands for are a function of its id, a table of vocab_size entries taken from the tokenizer
+(`byte_table`), so it cannot overflow and costs nothing per token. (A char tokenizer's <unk> is a
+special token and stands for no bytes, in training and in `gptexp eval` alike.) An entry is trusted only after `verify_entry` has checked the manifest, the
 tokenizer fingerprint, the file sizes and the sha256 of every file; the launcher does that before
 the workers start, and the workers only memory-map.
 """
@@ -49,6 +52,15 @@ def ids_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
 
 
+def bytes_follow_ids(tokenizer: Any) -> bool:
+    """True when the bytes a token stands for depend on its id only (so a table holds them)."""
+    from gptexp.tokenizers import BPETokenizer, CharTokenizer
+
+    if isinstance(tokenizer, (BPETokenizer, CharTokenizer)):
+        return True
+    return getattr(tokenizer, "kind", None) == "hf" and bool(getattr(tokenizer, "_byte_level", False))
+
+
 def byte_table(tokenizer: Tokenizer) -> np.ndarray:
     """int64 array of vocab_size entries: the UTF-8 bytes each token stands for (0 for specials)."""
     return np.fromiter((len(tokenizer.token_bytes(i)) for i in range(tokenizer.vocab_size)),
@@ -69,6 +81,10 @@ def ids_path(entry: Path, split: str) -> Path:
 
 def words_path(entry: Path, split: str) -> Path:
     return entry / f"{split}.words"
+
+
+def bytes_path(entry: Path, split: str) -> Path:
+    return entry / f"{split}.bytes"
 
 
 def read_manifest(entry: Path) -> dict[str, Any]:
@@ -102,6 +118,8 @@ def verify_entry(entry: Path, tokenizer_fingerprint: str, with_words: bool) -> d
         files = [(ids_path(entry, split), info["tokens"] * itemsize, info.get("ids_sha256"))]
         if with_words:
             files.append((words_path(entry, split), (info["tokens"] + 7) // 8, info.get("words_sha256")))
+        if manifest.get("byte_counts"):
+            files.append((bytes_path(entry, split), info["tokens"] * 4, info.get("bytes_sha256")))
         for path, size, sha in files:
             if not path.is_file():
                 raise CacheError(f"{path}: missing")
@@ -136,8 +154,9 @@ class TokenSplit:
     """
 
     ids: np.ndarray
-    byte_table: np.ndarray
+    byte_table: np.ndarray | None
     packed_word_starts: np.ndarray | None = None
+    byte_counts: np.ndarray | None = None  # per token, only where the table cannot say
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -146,6 +165,14 @@ class TokenSplit:
     def from_arrays(cls, ids: np.ndarray, byte_table: np.ndarray, word_starts: np.ndarray | None = None) -> TokenSplit:
         packed = None if word_starts is None else np.packbits(np.asarray(word_starts, dtype=bool))
         return cls(np.asarray(ids), np.asarray(byte_table, dtype=np.int64), packed)
+
+    @classmethod
+    def from_encoded(cls, tokenizer: Any, encoded: Any) -> TokenSplit:
+        """A split of an encoded text, counting bytes as the token cache does for this tokenizer."""
+        packed = np.packbits(np.asarray(encoded.word_starts, dtype=bool))
+        if bytes_follow_ids(tokenizer):
+            return cls(np.asarray(encoded.ids), byte_table(tokenizer), packed)
+        return cls(np.asarray(encoded.ids), None, packed, np.asarray(encoded.byte_counts, dtype=np.int64))
 
     def word_starts_at(self, index: np.ndarray) -> np.ndarray:
         if self.packed_word_starts is None:
@@ -161,9 +188,9 @@ class TokenSplit:
 
         flat = index.numpy()
         ids = np.asarray(self.ids[flat], dtype=np.int64)
+        counts = self.byte_table[ids] if self.byte_counts is None else np.asarray(self.byte_counts[flat], dtype=np.int64)
         word_starts = None if self.packed_word_starts is None else torch.from_numpy(self.word_starts_at(flat))
-        return Window(ids=torch.from_numpy(ids), byte_counts=torch.from_numpy(self.byte_table[ids]),
-                      word_starts=word_starts)
+        return Window(ids=torch.from_numpy(ids), byte_counts=torch.from_numpy(counts), word_starts=word_starts)
 
 
 @dataclass(frozen=True)
@@ -193,11 +220,13 @@ def load_splits(prepared: PreparedData, tokenizer: Tokenizer | None = None) -> d
     tokenizer = tokenizer or load_tokenizer(prepared.tokenizer_path)
     manifest = read_manifest(prepared.tokens_dir)
     dtype = np.dtype(manifest["dtype"])
-    table = byte_table(tokenizer)
+    per_token = bool(manifest.get("byte_counts"))
+    table = None if per_token else byte_table(tokenizer)
     splits = {}
     for split, info in manifest["splits"].items():
         n = info["tokens"]
-        words = words_path(prepared.tokens_dir, split)
-        packed = _map(words, np.dtype(np.uint8), (n + 7) // 8) if manifest.get("word_starts") else None
-        splits[split] = TokenSplit(_map(ids_path(prepared.tokens_dir, split), dtype, n), table, packed)
+        entry = prepared.tokens_dir
+        packed = _map(words_path(entry, split), np.dtype(np.uint8), (n + 7) // 8) if manifest.get("word_starts") else None
+        counts = _map(bytes_path(entry, split), np.dtype("<u4"), n) if per_token else None
+        splits[split] = TokenSplit(_map(ids_path(entry, split), dtype, n), table, packed, counts)
     return splits

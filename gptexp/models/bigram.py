@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from gptexp.models.gpt import language_model_loss, sample_next_token
+from gptexp.spec import BigramSpec
 
 
 class Bigram(nn.Module):
@@ -20,6 +21,11 @@ class Bigram(nn.Module):
         self.causal = True  # trivially: position t sees token t only
         self.table = nn.Embedding(vocab_size, vocab_size)
         nn.init.normal_(self.table.weight, mean=0.0, std=0.02)  # near-uniform start, as in the GPT
+
+    @classmethod
+    def from_spec(cls, spec: BigramSpec, vocab_size: int, causal: bool) -> Bigram:
+        """The registry's constructor; causal is ignored (one token seen either way)."""
+        return cls(vocab_size, block_size=spec.block_size)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

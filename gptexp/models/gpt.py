@@ -2,7 +2,7 @@
 
 The same module is a causal decoder (clm) or a bidirectional encoder (mlm, mntp): only the
 attention mask differs. Options come from `GPTSpec`: positions learned | rope, mlp gelu | swiglu,
-tied embeddings, bias. Top to bottom: loss and sampling helpers, RoPE, KV cache, attention, MLPs,
+norm layernorm | rmsnorm, tied embeddings, bias. Top to bottom: loss and sampling helpers, RoPE, KV cache, attention, MLPs,
 block, model.
 """
 
@@ -172,14 +172,24 @@ class SwiGLUMLP(nn.Module):
         return self.dropout(self.out_proj(F.silu(gate) * up))
 
 
+NORM_EPS = 1e-5  # LayerNorm's default, used for RMSNorm too (an export writes it into the HF config)
+
+
+def norm_layer(spec: GPTSpec) -> nn.Module:
+    """LayerNorm (bias per spec.bias) or RMSNorm (scale only: x / rms(x) * weight, as Llama's)."""
+    if spec.norm == "rmsnorm":
+        return nn.RMSNorm(spec.n_embd, eps=NORM_EPS)
+    return nn.LayerNorm(spec.n_embd, eps=NORM_EPS, bias=spec.bias)
+
+
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
     def __init__(self, spec: GPTSpec, layer_index: int) -> None:
         super().__init__()
-        self.attn_norm = nn.LayerNorm(spec.n_embd, bias=spec.bias)
+        self.attn_norm = norm_layer(spec)
         self.attn = SelfAttention(spec, layer_index)
-        self.mlp_norm = nn.LayerNorm(spec.n_embd, bias=spec.bias)
+        self.mlp_norm = norm_layer(spec)
         self.mlp = GeluMLP(spec) if spec.mlp == "gelu" else SwiGLUMLP(spec)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
@@ -202,7 +212,7 @@ class GPT(nn.Module):
         self.position_embedding = nn.Embedding(spec.block_size, spec.n_embd) if spec.positions == "learned" else None
         self.embed_dropout = nn.Dropout(spec.dropout)
         self.blocks = nn.ModuleList(Block(spec, i) for i in range(spec.n_layer))
-        self.final_norm = nn.LayerNorm(spec.n_embd, bias=spec.bias)
+        self.final_norm = norm_layer(spec)
         self.lm_head = nn.Linear(spec.n_embd, vocab_size, bias=False)
         if spec.tie_embeddings:
             self.lm_head.weight = self.token_embedding.weight  # one matrix reads and writes tokens
@@ -223,6 +233,11 @@ class GPT(nn.Module):
         for block in self.blocks:
             nn.init.normal_(block.attn.out_proj.weight, mean=0.0, std=residual_std)
             nn.init.normal_(block.mlp.out_proj.weight, mean=0.0, std=residual_std)
+
+    @classmethod
+    def from_spec(cls, spec: GPTSpec, vocab_size: int, causal: bool) -> GPT:
+        """The registry's constructor (gptexp.components): a built-in is configured by its spec."""
+        return cls(spec, vocab_size, causal=causal)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

@@ -24,8 +24,8 @@ import time
 from typing import Any
 
 from gptexp import contract as C
+from gptexp.redaction import redact
 from gptexp.sweep.storage import open_storage
-from gptexp.tracking import redact
 
 # The environment names are the contract's (defined once in gptexp.contract).
 ENV_STORAGE = C.ENV_OPTUNA_STORAGE

@@ -21,17 +21,18 @@ from typing import Any, Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from pydantic import ValidationError
 
 from gptexp import launch
-from gptexp.spec import ExperimentSpec, SpecError
+from gptexp.redaction import redact
+from gptexp.spec import ExperimentSpec, SpecError, format_validation_error
 from gptexp.sweep.pruning import ENV_METRIC, ENV_PRUNER, ENV_STORAGE, ENV_STUDY, ENV_TRIAL, ENV_TRIAL_ID, build_pruner
-from gptexp.sweep.spec import CategoricalParam, FloatParam, IntParam, SweepSpec
+from gptexp.sweep.spec import STUDY_TAG_PREFIX, TRIAL_TAG_PREFIX, CategoricalParam, FloatParam, IntParam, SweepSpec
 from gptexp.sweep.status import format_params
 from gptexp.sweep.storage import StudyGate, default_storage_url, fail_stale_trials, open_storage, prepare_sqlite
-from gptexp.tracking import RunStore, new_run_id, redact
+from gptexp.tracking import RunStore, new_run_id
 
 POLL_S = 2.0  # how often a process with nothing to start looks for retries and finished trials
-EXIT_OK, EXIT_ERROR = 0, 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,7 +137,8 @@ class SweepResult:
     study_name: str
     storage_url: str
     started: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # sweep workers that stopped on an unexpected error
+    failed: list[str] = field(default_factory=list)  # trials of this process that failed for good
 
 
 def open_study(sweep: SweepSpec, storage_url: str) -> optuna.Study:
@@ -157,7 +159,7 @@ def open_study(sweep: SweepSpec, storage_url: str) -> optuna.Study:
         # A process that resumes or joins a study must not replay the seed's first draws: it
         # would repeat the params of the study's first trials.
         study.sampler.reseed_rng()
-    where = f"study {sweep.study!r} in {redact(storage_url)}"
+    where = f"study {sweep.study!r} in {redact(storage_url, known=[storage_url])}"
     if study.direction.name.lower() != sweep.direction:
         raise SpecError(f"{sweep.source}: direction: {sweep.direction}, but {where} was created to {study.direction.name.lower()}")
     attrs = study.user_attrs
@@ -178,7 +180,8 @@ class Sweep:
         self.sweep = sweep
         self.runs_dir = Path(runs_dir).resolve()
         self.storage_url = storage_url or sweep.storage or default_storage_url(self.runs_dir)
-        self.log = log
+        # Every line this sweep prints goes through redact, knowing the URL's own password.
+        self.log = lambda message: log(redact(message, known=[self.storage_url]))
         self.cpus = cpus or len(os.sched_getaffinity(0))
         self.n_trials = trial_budget(sweep)
         self._stop = threading.Event()
@@ -188,6 +191,7 @@ class Sweep:
         self._lock = threading.Lock()  # guards _processes and the sampler
         self._outcomes: dict[int, str] = {}  # trial number -> failed | bad input | interrupted
         self._errors: list[str] = []
+        self._failed: list[str] = []  # "trial N: error" of trials this process ran that failed for good
         self._started = 0
 
     # -- the loop ---------------------------------------------------------------------------
@@ -196,7 +200,7 @@ class Sweep:
         self.study = open_study(self.sweep, self.storage_url)
         self.gate = StudyGate(self.storage_url, self.sweep.study or "")
         self.deadline = time.monotonic() + self.sweep.timeout if self.sweep.timeout else None
-        self.log(f"study {self.sweep.study} ({redact(self.storage_url)}): {self.n_trials} trials, "
+        self.log(f"study {self.sweep.study} ({self.storage_url}): {self.n_trials} trials, "
                  f"{self.sweep.workers} at once, {self.sweep.direction} {self.sweep.metric}")
         on_main = threading.current_thread() is threading.main_thread()
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} if on_main else {}
@@ -215,8 +219,13 @@ class Sweep:
         if self._signal is not None:
             code = launch.EXIT_SIGINT if self._signal == signal.SIGINT else launch.EXIT_SIGTERM
         else:
-            code = EXIT_ERROR if self._errors else EXIT_OK
-        return SweepResult(code, self.sweep.study or "", self.storage_url, self._started, list(self._errors))
+            # A study whose trials this process ran failed for good (after their retries) is not a
+            # success, even though the study holds its n_trials: exit 1 and say which.
+            if self._failed:
+                self.log(f"{len(self._failed)} trial(s) failed after their retries: " + "; ".join(self._failed))
+            code = launch.EXIT_FAILED if self._errors or self._failed else launch.EXIT_OK
+        return SweepResult(code, self.sweep.study or "", self.storage_url, self._started,
+                           list(self._errors), list(self._failed))
 
     def stop(self, signum: int = signal.SIGINT) -> None:
         """Start no new trial; forward `signum` once to every running torchrun."""
@@ -255,7 +264,7 @@ class Sweep:
                 # fail and be queued again, so wait for them rather than leave.
                 self._stop.wait(min(POLL_S, self.sweep.heartbeat_interval))
         except Exception as error:  # noqa: BLE001 - report, stop starting trials, let others finish
-            message = redact(f"{type(error).__name__}: {error}")
+            message = redact(f"{type(error).__name__}: {error}", known=[self.storage_url])
             self._errors.append(message)
             self.log(f"sweep worker stopped: {message}")
             self._stop.set()
@@ -310,8 +319,9 @@ class Sweep:
 
     def _fail(self, trial: optuna.Trial, outcome: str, error: str) -> float:
         self._outcomes[trial.number] = outcome
-        trial.set_user_attr("error", redact(error))
-        raise TrialRunFailed(redact(error))
+        error = redact(error, known=[self.storage_url])
+        trial.set_user_attr("error", error)
+        raise TrialRunFailed(error)
 
     def _track(self, process: subprocess.Popen) -> None:
         with self._lock:
@@ -334,15 +344,21 @@ class Sweep:
             self.log(f"trial {trial.number} queued again (interrupted)")
         elif outcome == "failed" and requeue(study, trial, self.sweep.retries):
             self.log(f"trial {trial.number} queued again (retries: {self.sweep.retries})")
+        else:  # bad input for these params, or out of retries
+            self._failed.append(f"trial {trial.number}: {trial.user_attrs.get('error', 'failed')}")
 
     # -- what a trial runs ------------------------------------------------------------------
     def trial_spec(self, number: int, values: dict[str, Any]) -> ExperimentSpec:
         study = self.sweep.study or ""
         spec = self.sweep.build_experiment(values)
-        spec.name = f"{study}-t{number}"
         wandb = spec.tracking.wandb
-        wandb.group = study
-        wandb.tags = [t for t in wandb.tags if not t.startswith(("study:", "trial:"))] + [f"study:{study}", f"trial:{number}"]
+        try:  # assignments are validated (W&B limits): the study name was checked at load time
+            spec.name = f"{study}-t{number}"
+            wandb.group = study
+            wandb.tags = [t for t in wandb.tags if not t.startswith((STUDY_TAG_PREFIX, TRIAL_TAG_PREFIX))] + [
+                f"{STUDY_TAG_PREFIX}{study}", f"{TRIAL_TAG_PREFIX}{number}"]
+        except ValidationError as error:
+            raise SpecError(format_validation_error(error, f"{self.sweep.source}: trial {number}")) from None
         if spec.launch.nnodes == 1 and self.sweep.workers * spec.launch.nproc > self.cpus:
             spec.launch.nproc = max(1, self.cpus // self.sweep.workers)
         spec.launch.run_id = new_run_id(spec.name)

@@ -7,6 +7,7 @@ any trial runs, so a bad sweep is a SpecError (exit 2) naming the file and the f
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -91,6 +92,29 @@ class NoPrunerSpec(Section):
 PrunerSpec = Annotated[MedianPrunerSpec | HyperbandPrunerSpec | NoPrunerSpec, Field(discriminator="kind")]
 SweepMetric = Literal["val/bpb", "val/loss", "val/acc"]
 
+# Each worker is a thread waiting on its own torchrun (one or more processes): beyond a few dozen a
+# machine thrashes, and a typo (`--workers 1000`) would start that many trainings at once.
+MAX_WORKERS = 64
+
+# A study names its trials' W&B group (`<study>`), tags (`study:<study>`, `trial:<n>`) and run names
+# (`<study>-t<n>`). W&B accepts tags of 1 to 64 characters and groups and run names of at most 128,
+# without control characters (the inputs' W&B checks cite the sources); the tag is the tightest.
+WANDB_MAX_TAG_LENGTH = 64
+STUDY_TAG_PREFIX, TRIAL_TAG_PREFIX = "study:", "trial:"
+MAX_STUDY_NAME_LENGTH = WANDB_MAX_TAG_LENGTH - len(STUDY_TAG_PREFIX)
+
+
+def check_study_name(name: str, where: str) -> None:
+    """A SpecError if W&B would refuse a name the sweep derives from study `name` (inside every trial,
+    after the runs had started: issue 10 saw such sweeps fail every trial and still exit 0)."""
+    if not name.strip():
+        raise SpecError(f"{where}: must not be empty")
+    if len(name) > MAX_STUDY_NAME_LENGTH:
+        raise SpecError(f"{where}: {len(name)} characters ({name[:16]!r}...); at most {MAX_STUDY_NAME_LENGTH}, "
+                        f"because trials are tagged {STUDY_TAG_PREFIX}<study> and W&B accepts tags of at most {WANDB_MAX_TAG_LENGTH}")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        raise SpecError(f"{where}: {name!r} contains a newline or another control character")
+
 class SweepSpec(Section):
     """A sweep file: which experiment, what to vary, how to search, how much to spend."""
 
@@ -103,8 +127,8 @@ class SweepSpec(Section):
     pruner: PrunerSpec = Field(default_factory=MedianPrunerSpec)
     n_trials: PositiveInt = Field(20, description="trials in the study in total (a retried trial counts once); a grid is capped at its size")
     timeout: float | None = Field(None, gt=0, description="seconds after which this process starts no new trial")
-    workers: PositiveInt = Field(1, description="trials run at once by this process")
-    study: str | None = Field(None, min_length=1, description="Optuna study name (default: the sweep file's name)")
+    workers: PositiveInt = Field(1, le=MAX_WORKERS, description=f"trials run at once by this process (1 to {MAX_WORKERS})")
+    study: str | None = Field(None, min_length=1, description=f"Optuna study name, also the trials' W&B group and `study:<name>` tag, so at most {MAX_STUDY_NAME_LENGTH} characters (default: the sweep file's name)")
     storage: str | None = Field(None, description="Optuna storage URL (default: sqlite under the runs directory); never written to runs")
     retries: int = Field(1, ge=0, description="times a failed trial (run failed, or its worker died) is run again with the same params")
     heartbeat_interval: PositiveInt = Field(10, description="seconds between a running trial's heartbeats in the storage")
@@ -205,8 +229,10 @@ def _first_problem(error: ValidationError) -> str:
     return format_validation_error(error, "").splitlines()[0].removeprefix(": ")
 
 
-def load_sweep_spec(path: str | os.PathLike[str], overrides: list[str] | None = None) -> SweepSpec:
-    """Load and validate a sweep file, its base experiment and every path of its space.
+def load_sweep_spec(path: str | os.PathLike[str], overrides: list[str] | None = None, *,
+                    study: str | None = None, storage: str | None = None) -> SweepSpec:
+    """Load and validate a sweep file, its base experiment and every path of its space; `study`
+    and `storage` (command-line flags) replace the file's.
 
     A space path is checked by building the experiment with each of its bounds (every choice of a
     categorical): a path that is not a spec field, or a value the spec rejects, is a SpecError
@@ -219,8 +245,13 @@ def load_sweep_spec(path: str | os.PathLike[str], overrides: list[str] | None = 
     except ValidationError as error:
         raise SpecError(format_validation_error(error, str(path))) from None
     sweep._source = path
-    if sweep.study is None:
+    if study is not None:
+        sweep.study = study
+    elif sweep.study is None:
         sweep.study = path.stem
+    check_study_name(sweep.study, f"{path}: study" if study is None else "--study")
+    if storage is not None:
+        sweep.storage = storage
     sweep.check_grid()
     if sweep.sampler.kind == "cmaes":
         import importlib.util

@@ -9,7 +9,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from gptexp.sweep.storage import open_storage
-from gptexp.tracking import read_json, redact
+from gptexp.redaction import redact_data
+from gptexp.tracking import read_json
 
 
 def format_params(params: dict[str, Any], separator: str = " ") -> str:
@@ -56,15 +57,16 @@ def study_status(storage_url: str, study_name: str) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    return {
+    # Trial errors and user attrs may quote the URL: the whole document is redacted, not one field.
+    return redact_data({
         "study": study_name,
-        "storage": redact(storage_url),
+        "storage": storage_url,
         "direction": study.direction.name.lower(),
         "metric": study.user_attrs.get("metric"),
         "counts": counts,
         "trials": [trial_row(t) for t in trials],
         "best": trial_row(best) if best is not None else None,
-    }
+    }, known=[storage_url])
 
 
 def study_names(storage_url: str) -> list[tuple[str, int]]:

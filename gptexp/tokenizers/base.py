@@ -240,6 +240,13 @@ class Tokenizer(ABC):
         self._id_to_special = {i: t for t, i in self._special_to_id.items()}
         self._special_re = special_splitter(tokens)
 
+    @classmethod
+    def from_spec(cls, spec: Any, train_text: str) -> "Tokenizer":
+        """The registry's constructor (gptexp.components): train this kind on the training split."""
+        from . import train_tokenizer
+
+        return train_tokenizer(train_text, **spec.model_dump())
+
     # -- sizes and vocabulary ------------------------------------------------
 
     @property
@@ -424,7 +431,34 @@ class Tokenizer(ABC):
 
 def _ensure_kinds_registered() -> None:
     # the concrete kinds register themselves when imported
-    from . import bpe, char  # noqa: F401
+    from . import bpe, char, hf_file  # noqa: F401
+
+
+CUSTOM_KIND = "custom"  # a file holding a custom tokenizer: {"target": "pkg.mod:Name", "state": to_dict()}
+
+
+def save_tokenizer(tok: Any, path: str | Path) -> None:
+    """Write any tokenizer as a gptexp tokenizer file: a built-in kind as itself, a custom class
+    (gptexp.protocols.TokenizerLike) as its import path and its to_dict() state."""
+    if isinstance(tok, Tokenizer):
+        tok.save(path)
+        return
+    cls = type(tok)
+    d = {"format": FILE_FORMAT, "version": FILE_VERSION, "kind": CUSTOM_KIND,
+         "target": f"{cls.__module__}:{cls.__qualname__}", "state": tok.to_dict()}
+    Path(path).write_text(readable_json(d), encoding="utf-8")
+
+
+def _load_custom(d: dict[str, Any], where: str) -> Any:
+    from gptexp.components import ComponentError, import_target
+
+    try:
+        cls = import_target(d.get("target"))
+        return cls.from_dict(d.get("state"))
+    except ComponentError as err:
+        raise TokenizerFileError(f"{where}: {err}") from None
+    except (ValueError, TypeError, KeyError) as err:
+        raise TokenizerFileError(f"{where}: the custom tokenizer {d.get('target')} cannot load its state: {err}") from None
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
@@ -452,4 +486,6 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         ) from None
     except RecursionError:
         raise TokenizerFileError(f"{where}: not a tokenizer file (JSON nested too deeply)") from None
+    if isinstance(d, dict) and d.get("format") == FILE_FORMAT and d.get("version") == FILE_VERSION and d.get("kind") == CUSTOM_KIND:
+        return _load_custom(d, where)
     return Tokenizer.from_dict(d, source=where)

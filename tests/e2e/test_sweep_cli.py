@@ -72,6 +72,8 @@ def test_help_explains_both_forms_and_bad_input_is_one_line(tmp_path: Path) -> N
         (["sweep", "status", "--runs-dir", str(tmp_path / "runs")], "no sweep storage at"),
         (["sweep", "status", "--n-trials", "3"], "only shows one"),
         (["sweep", str(sweep), "extra-study"], "STUDY goes with `gptexp sweep status`"),
+        (["sweep", str(sweep), "--workers", "65"], "workers: Input should be less than or equal to 64"),
+        (["sweep", str(sweep), "--study", "s" * 59], "--study: 59 characters"),
     ]
     for args, message in cases:
         result = run_cli(args + ["--runs-dir", str(tmp_path / "runs")] if "--runs-dir" not in args else args)
@@ -200,3 +202,44 @@ def test_two_sweep_processes_share_one_postgresql_study(tmp_path: Path, runs_dir
         assert offline.group == study and f"trial:{trial.number}" in offline.tags
         assert offline.config["sweep"] == {"study": study, "trial": trial.number}
     assert "***@" in outputs[0]
+
+
+def test_a_hostile_password_in_any_url_form_never_leaks(tmp_path: Path, runs_dir: Path) -> None:
+    """A role whose password holds @ : / ? & = ' and a space, given as `?password=` (percent-encoded)
+    and in the userinfo: the sweep runs, and no output, run file, W&B file or status JSON holds it."""
+    admin_url = os.environ.get("GPTEXP_TEST_POSTGRES_URL")
+    if not admin_url:
+        skip_or_fail("GPTEXP_TEST_POSTGRES_URL is not set (a PostgreSQL server for sweeps across processes)")
+    import psycopg
+    from psycopg import sql
+    from urllib.parse import quote
+
+    parts = urlsplit(admin_url)
+    role, database = f"sweeper_{uuid.uuid4().hex[:8]}", f"hostile_{uuid.uuid4().hex[:8]}"
+    password = f"p@ss:w/rd?&= it's-{uuid.uuid4().hex[:6]}"
+    admin = dict(host=parts.hostname, port=parts.port, user=parts.username, password=parts.password, dbname="postgres")
+    with psycopg.connect(**admin, autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+        connection.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(role)))
+    host = f"{parts.hostname}:{parts.port}"
+    query_url = f"postgresql+psycopg://{role}@{host}/{database}?password={quote(password, safe='')}"
+    userinfo_url = f"postgresql+psycopg://{role}:{quote(password, safe='')}@{host}/{database}"
+    forms = {password, quote(password, safe=""), quote(password)}
+
+    sweep = write_sweep(tmp_path, study="hostile", n_trials=1, workers=1)
+    outputs = []
+    first = run_cli(["sweep", str(sweep), "--runs-dir", str(runs_dir), "--storage", query_url], env={"WANDB_MODE": "offline"})
+    outputs.append(first.stdout + first.stderr)
+    assert first.returncode == 0, outputs
+    assert "password=***" in first.stdout.splitlines()[0]  # the first line names the storage, redacted
+    status = run_cli(["sweep", "status", "hostile", "--storage", userinfo_url, "--json"])
+    outputs.append(status.stdout + status.stderr)
+    assert status.returncode == 0 and json.loads(status.stdout)["storage"].startswith(f"postgresql+psycopg://{role}:***@")
+    wrong = run_cli(["sweep", "status", "--storage", query_url.replace("hostile_", "missing_")])
+    outputs.append(wrong.stdout + wrong.stderr)
+    assert wrong.returncode == 2 and "password=***" in wrong.stderr
+    files = [path for path in runs_dir.rglob("*") if path.is_file()]
+    assert any(path.suffix == ".wandb" for path in files) and any(path.name == "status.json" for path in files)
+    leaks = [str(path) for path in files for form in forms if form.encode() in path.read_bytes()]
+    assert leaks == []
+    assert not [out for out in outputs for form in forms if form in out], outputs
