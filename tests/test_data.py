@@ -232,3 +232,25 @@ def test_word_starts_are_stored_bit_packed_only_for_word_masking(tmp_path: Path)
     expected = tokenizer.encode_for_training(raw[: len(raw) - round(len(raw) * 0.1)].decode()).word_starts
     assert np.array_equal(split.word_starts_at(np.arange(n)), expected)
     assert not (prepare_data(token, tmp_path / "cache").tokens_dir / "train.words").exists()
+
+
+def test_an_hf_tokenizer_without_byte_level_stores_bytes_per_token(tmp_path: Path) -> None:
+    """A WordLevel file's tokens stand for different bytes at different places (spaces around them):
+    the cache keeps a uint32 count per token, and the split's bytes still sum to the text's."""
+    tokenizers = pytest.importorskip("tokenizers")
+    text = "the cat sat on the mat . a dog sat on a log .\n" * 300
+    vocab = {w: i for i, w in enumerate(["[UNK]", *sorted(set(text.split()))])}
+    hf = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    hf.save(str(tmp_path / "tokenizer.json"))
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(text)
+    spec = spec_for(corpus, tokenizer={"kind": "hf", "path": str(tmp_path / "tokenizer.json")}, model={"block_size": 8})
+    prepared = prepare_data(spec, tmp_path / "cache")
+    manifest = json.loads((prepared.tokens_dir / "manifest.json").read_text())
+    assert manifest["byte_counts"] is True and (prepared.tokens_dir / "train.bytes").exists()
+    split = load_splits(prepared)["train"]
+    raw = corpus.read_bytes()
+    assert int(np.asarray(split.byte_counts, dtype=np.int64).sum()) == len(raw) - round(len(raw) * 0.1)
+    window = sample_windows(split, 4, 9, torch.Generator().manual_seed(0))
+    assert int(window.byte_counts.min()) >= 1
