@@ -40,6 +40,19 @@ class Section(BaseModel):
             raise SpecError(format_validation_error(error, "")) from None
 
 
+def check_path_text(path: str) -> None:
+    """Raise ValueError for a path no file can have here: empty, control characters (a NUL makes
+    every os call raise), longer than PATH_MAX or with a part longer than NAME_MAX bytes."""
+    if not path:
+        raise ValueError("must not be empty")
+    if limits.has_control_characters(path):
+        raise ValueError(f"{short_repr(path)} contains a newline, NUL or another control character")
+    if len(path.encode("utf-8", errors="surrogatepass")) > limits.MAX_PATH_BYTES:
+        raise ValueError(f"longer than {limits.MAX_PATH_BYTES} bytes")
+    if any(len(part.encode("utf-8", errors="surrogatepass")) > limits.MAX_PATH_PART_BYTES for part in path.split("/")):
+        raise ValueError(f"{short_repr(path)} has a part longer than {limits.MAX_PATH_PART_BYTES} bytes")
+
+
 PositiveInt = Annotated[int, Field(gt=0)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]  # for models outside Section's config
 Fraction = Annotated[FiniteFloat, Field(ge=0.0, lt=1.0)]
@@ -65,6 +78,12 @@ class DataSpec(Section):
     val_fraction: Fraction = Field(0.1, description="share of the corpus (its end) held out for validation")
     test_fraction: Fraction = Field(0.0, description="share held out for testing, taken before the validation split")
     workers: int | None = Field(None, ge=1, le=1024, description="processes that prepare the data (default: all cores)")
+
+    @field_validator("path")
+    @classmethod
+    def _a_path_this_system_can_name(cls, path: str) -> str:
+        check_path_text(path)
+        return path
 
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> DataSpec:

@@ -23,8 +23,9 @@ from typing import Any, Callable
 
 import typer
 
-from gptexp.cli import evaluation, export, launch_file, report, run, runs, sweep, tokenizer
+from gptexp.cli import diff, evaluation, export, launch_file, report, run, runs, sweep, tokenizer
 from gptexp.cli.errors import exit_on_error
+from gptexp.contract import EXIT_SIGINT
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("generate", evaluation.generate),
     Command("export", export.export),
     Command("report", report.report),
+    Command("diff", diff.diff),
     Command("tokenizer train", tokenizer.train),
     Command("tokenizer export-hf", tokenizer.export_hf),
     Command("sweep", sweep.sweep, no_args_is_help=True),
@@ -84,4 +86,4 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_SIGINT)
