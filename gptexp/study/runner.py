@@ -334,12 +334,10 @@ def score_run(run_dir: Path, evalsets: dict[str, tuple[EvalSet, str]], views: di
 
 def study_status(runs_dir: Path, name: str) -> list[tuple[str, str]]:
     """(what, state) for every piece of a study, in the order the runner does them."""
-    from gptexp.spec import SpecError as _SpecError
-
     directory = study_dir(runs_dir, name)
     raw = read_json(directory / "study.json")
     if raw is None:
-        raise _SpecError(f"study {name!r}: not found in {runs_dir / STUDIES_DIR}")
+        raise SpecError(f"study {name!r}: not found in {runs_dir / STUDIES_DIR}")
     study = StudySpec.model_validate(raw)
     rows: list[tuple[str, str]] = []
     rows.append(("data and tokenizers", "done" if (directory / "arms.json").exists() else "to do"))
