@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from gptexp.data import prepare_data, split_text
+from gptexp.data import prepare_data
 from gptexp.evalset import EvalSet, arm_view, build_evalset
 from gptexp.launch import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, resume_run, start_run
 from gptexp.spec import DataSpec, ExperimentSpec, SpecError, resolve_paths
@@ -61,8 +61,11 @@ def arm_seeds(study: StudySpec, arm: str) -> list[int]:
 
 
 def corpus_splits(spec: ExperimentSpec) -> dict[str, str]:
-    text = Path(spec.data.path).read_bytes().decode("utf-8")
-    return split_text(text, spec.data.val_fraction, spec.data.test_fraction)
+    """The text of each split, cut exactly as the trainer's data is (gptexp.data's layout)."""
+    from gptexp.data.prepare import Layout
+
+    texts = {split: "".join(blocks) for split, blocks in Layout(spec).split_texts()}
+    return {split: texts.get(split, "") for split in ("train", "test", "val")}
 
 
 @dataclass
@@ -195,7 +198,9 @@ class StudyRunner:
         spec = self.study.arm_spec(arm, point)
         fraction = self.study.tune.steps_fraction
         steps = max(1, round(spec.train.max_steps * fraction))
-        spec.data = DataSpec(path=str(self.dev_corpus()), val_fraction=self.study.tune.dev_fraction, test_fraction=0.0)
+        spec.data = DataSpec.model_validate({**spec.data.model_dump(), "path": str(self.dev_corpus()), "format": "text",
+                                             "val_path": None, "val_fraction": self.study.tune.dev_fraction,
+                                             "test_fraction": 0.0})
         spec.train.max_steps = steps
         spec.train.eval_every = min(spec.train.eval_every, steps)
         spec.train.checkpoint_every = min(spec.train.checkpoint_every, steps)
