@@ -346,6 +346,11 @@ class BPETokenizer(Tokenizer):
     def clear_cache(self) -> None:
         self._cache.clear()
 
+    @property
+    def cache_size(self) -> int:
+        """Chunks in the encode cache (a long-running encoder clears it now and then)."""
+        return len(self._cache)
+
     # -- file format -------------------------------------------------------------
 
     def _content(self) -> dict[str, Any]:
