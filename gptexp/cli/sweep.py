@@ -64,7 +64,11 @@ def _run(path: Path, n_trials: int | None, workers: int | None, storage: str | N
 
     flags = [f"{key}={value}" for key, value in (("n_trials", n_trials), ("workers", workers)) if value is not None]
     spec = load_sweep_spec(path, overrides + flags, study=study, storage=storage)
-    check_data_file(spec.build_experiment({}))
+    base = spec.build_experiment({})
+    check_data_file(base)
+    from gptexp import preflight
+
+    preflight.check(base)  # a device this machine lacks would fail every trial; each trial is checked again
 
     from gptexp.sweep.runner import Sweep
     from gptexp.redaction import redact

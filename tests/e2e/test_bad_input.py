@@ -136,6 +136,7 @@ def hostile_files(tmp: Path) -> None:
     overrides = "\n".join(f"  {line}" for line in alias_bomb_yaml().splitlines())
     (tmp / "sweep_bomb.yaml").write_text(
         f"experiment: {tmp / 's.yaml'}\noverrides:\n{overrides}\nspace:\n  optim.lr: {{low: 1.0e-3, high: 1.0e-2}}\n")
+    (tmp / "sweep_ok.yaml").write_text(f"experiment: {tmp / 's.yaml'}\nspace:\n  optim.lr: {{low: 1.0e-3, high: 1.0e-2}}\n")
 
 
 GPU_HERE = Path("/dev/nvidia0").exists()
@@ -177,6 +178,8 @@ HOSTILE = [
     ("spec is a FIFO", lambda t: ["run", str(t / "fifo.yaml")], "fifo.yaml: not a regular file"),
     ("alias bomb in a sweep's overrides", lambda t: (write_spec(t / "s.yaml"), ["sweep", str(t / "sweep_bomb.yaml")])[1],
      "sweep_bomb.yaml: more than 100000 nodes"),
+    ("sweep of a cuda experiment without a GPU", lambda t: (write_spec(t / "s.yaml", train__device="cuda"),
+                                                          ["sweep", str(t / "sweep_ok.yaml")])[1], "train.device: cuda, but"),
     ("launch-file job name with a trailing newline", lambda t: ["launch-file", str(write_spec(t / "s.yaml")), "--slurm",
                                                                "--job-name", "job\n"], "--job-name 'job\\n'"),
     ("launch-file time with a trailing newline", lambda t: ["launch-file", str(write_spec(t / "s.yaml")), "--slurm",
