@@ -188,3 +188,28 @@ def test_runs_watch_redraws_in_place_on_a_terminal_and_exits_0_on_ctrl_c(store) 
 def test_runs_watch_refuses_json(store) -> None:
     result = run_cli(["runs", "--watch", "--json", "--runs-dir", str(store.runs_dir)])
     assert result.returncode == 2 and "--watch draws a table" in result.stderr
+
+
+def test_sweep_status_prints_markup_looking_values_as_text(tmp_path: Path) -> None:
+    """A sweep choice "[/oops]" (rich's closing-tag syntax) used to crash `gptexp sweep status`."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from gptexp.sweep.storage import default_storage_url
+
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="[red]s", storage=default_storage_url(runs_dir))
+    choices = CategoricalDistribution(["[/oops]", "[bold]b"])
+    for number, (choice, value) in enumerate((("[/oops]", 2.0), ("[bold]b", 2.5))):
+        study.add_trial(create_trial(params={"tokenizer.pattern": choice}, distributions={"tokenizer.pattern": choices},
+                                     value=value, user_attrs={"run_id": f"[link=x]run-{number}"}))
+    study.add_trial(create_trial(state=TrialState.FAIL, params={"tokenizer.pattern": "[/oops]"},
+                                 distributions={"tokenizer.pattern": choices}, user_attrs={"error": "[/] broke"}))
+    result = run_cli(["sweep", "status", "--runs-dir", str(runs_dir)], env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    for text in ("study [red]s", "tokenizer.pattern=[/oops]", "[link=x]run-0", "[/] broke"):
+        assert text in result.stdout, (text, result.stdout)
