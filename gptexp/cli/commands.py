@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import typer
 
-from gptexp.cli import diff, evaluation, export, launch_file, report, run, runs, sweep, tokenizer
+from gptexp.cli import diff, evaluation, export, launch_file, report, run, runs, study, sweep, tokenizer
 from gptexp.cli.errors import exit_on_error
 from gptexp.contract import EXIT_SIGINT
 
@@ -46,6 +46,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("tokenizer train", tokenizer.train),
     Command("tokenizer export-hf", tokenizer.export_hf),
     Command("sweep", sweep.sweep, no_args_is_help=True),
+    Command("study", study.study, no_args_is_help=True),
     Command("launch-file", launch_file.launch_file),
 )
 
