@@ -258,9 +258,9 @@ class StudyRunner:
                 return store.read_summary()
             if state == "running":
                 raise StudyFailed(f"run {run_id} is running in another process; wait for it or stop it")
-            if state in ("failed",):
-                raise StudyFailed(f"run {run_id} failed ({store.read_status().get('error')}); see {run_dir}/train.log; "
-                                  f"delete {run_dir} to retrain it")
+            # interrupted, crashed, or failed (a stop while its workers started reads as failed):
+            # continue from its last checkpoint, or from the start if it has none. A run that fails
+            # for a reason of its own fails again, and the study stops with its error.
             self.say(f"study {self.study.name}: {what}: resuming run {run_id} ({state})")
             result = resume_run(self.runs_dir, run_id, progress=self.say)
         else:
