@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from gptexp.cli.errors import fail
+from gptexp.contract import ENV_RUNS_DIR
 
-RUNS_DIR_ENV = "GPTEXP_RUNS_DIR"
+RUNS_DIR_ENV = ENV_RUNS_DIR
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar=RUNS_DIR_ENV, help="where runs live (env GPTEXP_RUNS_DIR)")]
 """Every command that reads or writes runs takes this option, with this default: `Path("runs")`."""
