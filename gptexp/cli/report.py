@@ -10,6 +10,7 @@ import typer
 from gptexp.cli.console import note, stdout
 from gptexp.cli.errors import fail
 from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, checked_runs_dir
+from gptexp.contract import ENV_OPTUNA_STORAGE
 
 if TYPE_CHECKING:
     import optuna
