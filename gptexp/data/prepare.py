@@ -46,7 +46,10 @@ def sha256_text(text: str) -> str:
 
 
 def needs_word_starts(spec: ExperimentSpec) -> bool:
-    """Word starts are stored only for objectives that mask whole words (or parts of words)."""
+    """Word starts are stored only for objectives that mask whole words (or parts of words), and for
+    custom objectives (they may use them; one bit per token)."""
+    if spec.objective.kind == "custom":
+        return True
     return spec.objective.kind in ("mlm", "mntp") and getattr(spec.objective, "mask_unit", "token") != "token"
 
 
