@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from gptexp.data.corpus import CorpusInfo, CorpusSource, corpus_sources, scan
+from gptexp.data.corpus import CorpusInfo, corpus_sources, read_blocks, scan
 from gptexp.data.pieces import SPLIT_ORDER, cut_pieces, decode_stream, split_byte_ranges, split_stream
 from gptexp.data.progress import ByteProgress
 from gptexp.data.tokens import (MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, SPLITS, CacheError, PreparedData,
@@ -81,8 +81,6 @@ class Layout:
 
     def split_texts(self) -> Iterator[tuple[str, Iterator[str]]]:
         """(split, its text blocks) in stream order; each split's blocks must be consumed in turn."""
-        from gptexp.data.corpus import read_blocks
-
         parts = split_stream(read_blocks(self.train_source), self.cuts)
         for number, group in itertools.groupby(parts, key=lambda part: part[0]):
             split = SPLIT_ORDER[number] if self.val_source is None else ("train", "test")[number]
