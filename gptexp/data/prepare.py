@@ -207,7 +207,7 @@ def train_tokenizer_streaming(spec: ExperimentSpec, layout: Layout, workers: int
     what = f"{tok.kind} tokenizer" + (f" on a {rate:.1%} sample" if rate < 1.0 else "")
     state = {"kind": tok.kind, "pattern": tok.pattern}
     pieces = sampled(layout.pieces(piece_chars, tok.pattern, only="train"), rate)
-    with ByteProgress(f"counting for the {what}", int(layout.train_bytes * rate), message) as bar:
+    with ByteProgress(f"training {what}: counting chunks", int(layout.train_bytes * rate), message) as bar:
         if tok.kind == "char":
             chars: set[str] = set()
             for n_bytes, piece_chars_found in ordered_map(_count_piece, pieces, workers, state):
