@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 
 from gptexp import contract as C
 from gptexp.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_PRUNED, EXIT_SIGINT, EXIT_SIGTERM  # noqa: F401 - re-exported
+from gptexp import preflight
 from gptexp.data import PreparedData, prepare_data
 from gptexp.runlock import RunInUse, RunLock, acquire, writer_is_locked
 from gptexp.spec import ExperimentSpec, SpecError, check_data_file, validate_spec
@@ -144,9 +145,9 @@ def _join_run(spec: ExperimentSpec, store: RunStore) -> RunStore:
         existing = store.read_spec()
     except RunStoreError as error:
         raise SpecError(str(error)) from None
-    import yaml
+    from gptexp.safe_yaml import load_yaml
 
-    if existing != yaml.safe_load(spec.to_yaml()):
+    if existing != load_yaml(spec.to_yaml(), "the spec"):
         raise SpecError(f"run id {store.run_id!r}: exists with a different spec; every node must run the same spec")
     return store
 
@@ -380,6 +381,7 @@ def start_run(spec: ExperimentSpec, runs_dir: Path, extra_env: dict[str, str] | 
     2 when the run is already finished. It never starts a run over its checkpoints.
     """
     check_supported(spec)
+    preflight.check(spec)  # device present, memory estimate fits: exit 2 before a run exists
     check_data_file(spec)
     multi_node = spec.launch.nnodes > 1
     if multi_node and not spec.launch.run_id:
@@ -435,6 +437,7 @@ def resume_run(runs_dir: Path, run: str, extra_env: dict[str, str] | None = None
     if started_in and not os.environ.get(C.ENV_START_DIR):
         os.environ[C.ENV_START_DIR] = started_in  # custom components import from where the run started
     spec = load_run_spec(store)
+    preflight.check(spec)  # this machine may differ from the one that started the run
     lock = _lock(store, spec)
     try:
         try:

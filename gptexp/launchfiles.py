@@ -1,4 +1,5 @@
-"""Launch files for clusters: a Slurm batch script and a Kubeflow PyTorchJob manifest for a spec.
+"""Launch files for clusters: a Slurm batch script and a Kubeflow manifest (a Trainer v2 TrainJob, or
+the legacy training-operator PyTorchJob) for a spec.
 
 Pure functions from a validated spec and a few facts about the cluster to text; the
 `gptexp launch-file` command (gptexp/cli/launch_file.py) writes that text. Every node of a job runs the
@@ -24,6 +25,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from gptexp import limits
 from gptexp.spec import ExperimentSpec, SpecError
 from gptexp.tracking import secrets_in
 
@@ -38,8 +40,15 @@ K8S_SECRET = "gptexp-secrets"
 K8S_SECRET_KEYS = {"WANDB_API_KEY": "wandb-api-key"}  # env var in the pod -> key in the Secret
 PYTORCHJOB_CONTAINER = "pytorch"  # the Kubeflow training operator finds the trainer by this name
 PYTORCHJOB_PORT = 23456  # the operator's default rendezvous port (MASTER_PORT)
+K8S_APIS = ("pytorchjob", "trainjob")
+TRAINJOB_API_VERSION = "trainer.kubeflow.org/v1alpha1"
+TRAINJOB_RUNTIME = "torch-distributed"  # the ClusterTrainingRuntime Kubeflow Trainer installs for PyTorch
+TRAINJOB_NODE = "node"  # the torch runtime's replicated job and trainer container are both called "node"
+TRAINJOB_PATCH_MANAGER = "gptexp"  # owner of the runtime patch that adds our volumes
 SPEC_HEREDOC_END = "GPTEXP_SPEC_END"
 
+# Matched with fullmatch: `$` alone would also accept a trailing newline ("job\n"), which then
+# ends the #SBATCH line and starts a new one.
 _SLURM_TIME = re.compile(r"^(\d+-\d{1,2}(:\d{2}){0,2}|\d+(:\d{2}){0,2})$")  # M, M:S, H:M:S, D-H, D-H:M, D-H:M:S
 _SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")  # room for the operator's "-worker-N"
@@ -67,6 +76,8 @@ class K8sOptions:
     cpu: str | None = None
     memory: str | None = None
     runs_pvc: str | None = None
+    api: str = "pytorchjob"  # or "trainjob" (Kubeflow Trainer v2, trainer.kubeflow.org/v1alpha1)
+    runtime: str = TRAINJOB_RUNTIME  # trainjob: the ClusterTrainingRuntime the TrainJob references
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,10 +91,10 @@ def nproc_per_node(spec: ExperimentSpec, gpus_per_node: int) -> int:
 
 def check_shape(spec: ExperimentSpec, nodes: int, gpus_per_node: int) -> None:
     """Raise a SpecError when the cluster shape cannot run `spec`."""
-    if nodes < 1:
-        raise SpecError(f"--nodes {nodes}: must be at least 1")
-    if gpus_per_node < 0:
-        raise SpecError(f"--gpus-per-node {gpus_per_node}: must be 0 (CPU nodes) or more")
+    if not 1 <= nodes <= limits.MAX_NNODES:
+        raise SpecError(f"--nodes {nodes}: must be at least 1 and at most {limits.MAX_NNODES}")
+    if not 0 <= gpus_per_node <= limits.MAX_NPROC:
+        raise SpecError(f"--gpus-per-node {gpus_per_node}: must be 0 (CPU nodes) or more, at most {limits.MAX_NPROC}")
     if gpus_per_node == 0 and spec.launch.backend == "nccl":
         raise SpecError("launch.backend is nccl, which needs GPUs: give --gpus-per-node 1 or more")
     if gpus_per_node == 0 and spec.train.device == "cuda":
@@ -137,11 +148,11 @@ def run_command(spec_file: str, nodes: int, nproc: int, rdzv_endpoint: str, run_
 
 
 def check_slurm_options(options: SlurmOptions) -> None:
-    if not _SLURM_NAME.match(options.job_name):
+    if not _SLURM_NAME.fullmatch(options.job_name):
         raise SpecError(f"--job-name {options.job_name!r}: use 1-64 letters, digits, '.', '_' or '-'")
     if options.partition is not None and not re.fullmatch(r"[A-Za-z0-9_.,-]+", options.partition):
         raise SpecError(f"--partition {options.partition!r}: expected a partition name (letters, digits, '_', '-', ',')")
-    if options.time is not None and not _SLURM_TIME.match(options.time):
+    if options.time is not None and not _SLURM_TIME.fullmatch(options.time):
         raise SpecError(f"--time {options.time!r}: expected minutes, HH:MM:SS or D-HH:MM:SS")
     if options.cpus_per_task is not None and options.cpus_per_task < 1:
         raise SpecError(f"--cpus-per-task {options.cpus_per_task}: must be at least 1")
@@ -225,14 +236,18 @@ def slurm_script(spec: ExperimentSpec, options: SlurmOptions) -> str:
 
 
 def check_k8s_options(options: K8sOptions) -> None:
-    if not _DNS_LABEL.match(options.job_name):
+    if not _DNS_LABEL.fullmatch(options.job_name):
         raise SpecError(f"--job-name {options.job_name!r}: use 1-40 lowercase letters, digits or '-' "
                         "(a Kubernetes name that is also the run id)")
-    if not _IMAGE_REF.match(options.image):
+    if not _IMAGE_REF.fullmatch(options.image):
         raise SpecError(f"--image {options.image!r}: expected an image reference such as registry/gptexp:cuda")
     for flag, value in (("--cpu", options.cpu), ("--memory", options.memory)):
-        if value is not None and not _K8S_QUANTITY.match(value):
+        if value is not None and not _K8S_QUANTITY.fullmatch(value):
             raise SpecError(f"{flag} {value!r}: expected a Kubernetes quantity such as 4, 500m, 16Gi")
+    if options.api not in K8S_APIS:
+        raise SpecError(f"--k8s-api {options.api!r}: expected one of {', '.join(K8S_APIS)}")
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", options.runtime):
+        raise SpecError(f"--runtime {options.runtime!r}: expected the name of a ClusterTrainingRuntime such as {TRAINJOB_RUNTIME}")
     if options.runs_pvc is not None and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", options.runs_pvc):
         raise SpecError(f"--runs-pvc {options.runs_pvc!r}: expected a PersistentVolumeClaim name")
     if options.nodes > 1 and options.runs_pvc is None:
@@ -274,7 +289,7 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _ManifestDumper.add_representer(str, _represent_str)
 
 
-def _replica(options: K8sOptions, replicas: int, args: list[str], config_map: str) -> dict:
+def _limits(options: K8sOptions) -> dict[str, str | int]:
     limits: dict[str, str | int] = {}
     if options.gpus_per_node > 0:
         limits["nvidia.com/gpu"] = options.gpus_per_node
@@ -282,23 +297,43 @@ def _replica(options: K8sOptions, replicas: int, args: list[str], config_map: st
         limits["cpu"] = options.cpu
     if options.memory is not None:
         limits["memory"] = options.memory
+    return limits
+
+
+def _secret_env() -> list[dict]:
+    return [{"name": env, "valueFrom": {"secretKeyRef": {"name": K8S_SECRET, "key": key, "optional": True}}}
+            for env, key in K8S_SECRET_KEYS.items()]
+
+
+def _volume_mounts() -> list[dict]:
+    return [
+        {"name": "spec", "mountPath": str(POD_SPEC_DIR), "readOnly": True},
+        {"name": "runs", "mountPath": str(IMAGE_RUNS_DIR)},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+
+
+def _volumes(options: K8sOptions, config_map: str) -> list[dict]:
     runs_volume = ({"persistentVolumeClaim": {"claimName": options.runs_pvc}} if options.runs_pvc
                    else {"emptyDir": {}})
+    return [
+        {"name": "spec", "configMap": {"name": config_map}},
+        {"name": "runs", **runs_volume},
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},  # NCCL and workers need more than 64 MB
+    ]
+
+
+def _replica(options: K8sOptions, replicas: int, args: list[str], config_map: str) -> dict:
     container = {
         "name": PYTORCHJOB_CONTAINER,
         "image": options.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["gptexp"],
         "args": args,
-        "env": [{"name": env, "valueFrom": {"secretKeyRef": {"name": K8S_SECRET, "key": key, "optional": True}}}
-                for env, key in K8S_SECRET_KEYS.items()],
+        "env": _secret_env(),
         "ports": [{"name": "pytorchjob-port", "containerPort": PYTORCHJOB_PORT}],
-        "resources": {"limits": limits},
-        "volumeMounts": [
-            {"name": "spec", "mountPath": str(POD_SPEC_DIR), "readOnly": True},
-            {"name": "runs", "mountPath": str(IMAGE_RUNS_DIR)},
-            {"name": "dshm", "mountPath": "/dev/shm"},
-        ],
+        "resources": {"limits": _limits(options)},
+        "volumeMounts": _volume_mounts(),
     }
     return {
         "replicas": replicas,
@@ -308,17 +343,46 @@ def _replica(options: K8sOptions, replicas: int, args: list[str], config_map: st
         "template": {"spec": {
             "securityContext": {"fsGroup": IMAGE_UID},  # the image's non-root user can write the volumes
             "containers": [container],
-            "volumes": [
-                {"name": "spec", "configMap": {"name": config_map}},
-                {"name": "runs", **runs_volume},
-                {"name": "dshm", "emptyDir": {"medium": "Memory"}},  # NCCL and workers need more than 64 MB
-            ],
+            "volumes": _volumes(options, config_map),
         }},
     }
 
 
+def _trainjob(options: K8sOptions, args: list[str], config_map: str, labels: dict[str, str]) -> dict:
+    """A Kubeflow Trainer v2 TrainJob: the torch runtime runs `gptexp` in each of numNodes pods.
+
+    The trainer fields (image, command, args, env, numNodes, resourcesPerNode) override the
+    runtime's "node" container; our volumes (spec ConfigMap, runs, /dev/shm) and the non-root
+    fsGroup come in through a runtime patch owned by gptexp. The runtime's torch plugin gives every
+    pod PET_MASTER_ADDR / PET_MASTER_PORT (node 0's service); `gptexp run` passes --nnodes and
+    --nproc itself, which torchrun prefers to the PET_* defaults.
+    """
+    node_pod = {"securityContext": {"fsGroup": IMAGE_UID},
+                "volumes": _volumes(options, config_map),
+                "containers": [{"name": TRAINJOB_NODE, "volumeMounts": _volume_mounts()}]}
+    return {
+        "apiVersion": TRAINJOB_API_VERSION,
+        "kind": "TrainJob",
+        "metadata": {"name": options.job_name, "labels": labels},
+        "spec": {
+            "runtimeRef": {"name": options.runtime, "apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime"},
+            "trainer": {
+                "image": options.image,
+                "command": ["gptexp"],
+                "args": args,
+                "env": _secret_env(),
+                "numNodes": options.nodes,
+                "resourcesPerNode": {"limits": _limits(options)},
+            },
+            "runtimePatches": [{"manager": TRAINJOB_PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {
+                "replicatedJobs": [{"name": TRAINJOB_NODE, "template": {"spec": {"template": {"spec": node_pod}}}}],
+            }}}}],
+        },
+    }
+
+
 def k8s_manifest(spec: ExperimentSpec, options: K8sOptions) -> str:
-    """A ConfigMap holding the resolved spec and a PyTorchJob running it, as multi-document YAML.
+    """A ConfigMap holding the resolved spec and a PyTorchJob or TrainJob running it, as multi-document YAML.
 
     The operator gives each pod MASTER_ADDR and MASTER_PORT (the master pod's service); they form
     the rendezvous endpoint through Kubernetes' `$(VAR)` expansion in args. --nnodes is written as
@@ -329,30 +393,39 @@ def k8s_manifest(spec: ExperimentSpec, options: K8sOptions) -> str:
     nproc = nproc_per_node(spec, options.gpus_per_node)
     config_map = f"{options.job_name}-spec"
     labels = {"app.kubernetes.io/name": "gptexp", "gptexp/run-id": options.job_name}
-    args = run_command(str(POD_SPEC_FILE), options.nodes, nproc, "$(MASTER_ADDR):$(MASTER_PORT)",
+    trainjob = options.api == "trainjob"
+    endpoint = "$(PET_MASTER_ADDR):$(PET_MASTER_PORT)" if trainjob else "$(MASTER_ADDR):$(MASTER_PORT)"
+    args = run_command(str(POD_SPEC_FILE), options.nodes, nproc, endpoint,
                        options.job_name, str(IMAGE_RUNS_DIR))[1:]  # command is "gptexp"
-    replica_specs = {"Master": _replica(options, 1, args, config_map)}
-    if options.nodes > 1:
-        replica_specs["Worker"] = _replica(options, options.nodes - 1, args, config_map)
     config = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": config_map, "labels": labels},
         "data": {"spec.yaml": shipped_spec(spec, options.nodes, nproc).to_yaml()},
     }
-    job = {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "PyTorchJob",
-        "metadata": {"name": options.job_name, "labels": labels},
-        "spec": {"runPolicy": {"cleanPodPolicy": "None"}, "pytorchReplicaSpecs": replica_specs},
-    }
+    if trainjob:
+        job = _trainjob(options, args, config_map, labels)
+        requirement = (f"Kubeflow Trainer v2 (TrainJob CRD) and its ClusterTrainingRuntime {options.runtime}:",
+                       f"kubectl logs -f -l jobset.sigs.k8s.io/jobset-name={options.job_name}")
+    else:
+        replica_specs = {"Master": _replica(options, 1, args, config_map)}
+        if options.nodes > 1:
+            replica_specs["Worker"] = _replica(options, options.nodes - 1, args, config_map)
+        job = {
+            "apiVersion": "kubeflow.org/v1",
+            "kind": "PyTorchJob",
+            "metadata": {"name": options.job_name, "labels": labels},
+            "spec": {"runPolicy": {"cleanPodPolicy": "None"}, "pytorchReplicaSpecs": replica_specs},
+        }
+        requirement = ("the Kubeflow training operator (PyTorchJob CRD, the legacy API; --k8s-api trainjob for Trainer v2):",
+                       f"kubectl logs -f {options.job_name}-master-0")
     runs_note = (f"# Runs go to the PersistentVolumeClaim {options.runs_pvc}, mounted at {IMAGE_RUNS_DIR} in every pod."
                  if options.runs_pvc else
                  f"# Runs go to an emptyDir at {IMAGE_RUNS_DIR}: copy them out before deleting the job, or use --runs-pvc.")
     header = "\n".join([
         f"# gptexp experiment {_quoted(spec.name)} on {options.nodes} pod(s) x {nproc} process(es); written by",
-        "# `gptexp launch-file --k8s`. Needs the Kubeflow training operator (PyTorchJob CRD):",
-        f"#   kubectl apply -f THIS_FILE && kubectl logs -f {options.job_name}-master-0",
+        f"# `gptexp launch-file --k8s`. Needs {requirement[0]}",
+        f"#   kubectl apply -f THIS_FILE && {requirement[1]}",
         f"# The run id is the job name ({options.job_name}); a new run needs a new --job-name.",
         f"# data.path in the spec: {_quoted(spec.data.path)} (must exist in every pod).",
         runs_note,

@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gptexp import limits
+from gptexp.safe_yaml import YamlInputError, load_yaml, one_line, short_repr
+from gptexp.safe_yaml import read_yaml_file as read_yaml_document
 
 DEFAULT_SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>", "<mask>"]
 
@@ -22,13 +26,28 @@ class SpecError(ValueError):
 
 
 class Section(BaseModel):
-    """Base of every spec section: unknown keys are errors, assignments are validated."""
+    """Base of every spec section: unknown keys are errors, assignments are validated, and no float
+    anywhere may be NaN or infinite (a NaN learning rate passes every `gt`/`lt` check)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Assignments come from command-line flags (`--name`, `--run-id`) and derived values: a
+        # bad one is bad input (SpecError, exit 2), not a pydantic traceback.
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as error:
+            raise SpecError(format_validation_error(error, "")) from None
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
-Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]  # for models outside Section's config
+Fraction = Annotated[FiniteFloat, Field(ge=0.0, lt=1.0)]
+
+
+def upto(high: int, description: str | None = None, default: Any = ...) -> Any:
+    """A positive int field bounded by `high` (a limits.MAX_* constant)."""
+    return Field(default, gt=0, le=high, description=description)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,7 +82,7 @@ class CharTokenizerSpec(Section):
 
 class BpeTokenizerSpec(Section):
     kind: Literal["bpe"] = "bpe"
-    vocab_size: PositiveInt = Field(2048, description="bytes (256) + merges + special tokens")
+    vocab_size: int = upto(limits.MAX_VOCAB_SIZE, "bytes (256) + merges + special tokens", 2048)
     pattern: SplitPattern = Field("gpt4", description="pre-split regex: gpt2 | gpt4 | none (byte pairs over the whole text)")
     special_tokens: list[str] = Field(default_factory=lambda: list(DEFAULT_SPECIAL_TOKENS))
 
@@ -77,6 +96,11 @@ class BpeTokenizerSpec(Section):
 
 
 def _check_special_tokens(tokens: list[str]) -> None:
+    if len(tokens) > limits.MAX_SPECIAL_TOKENS:
+        raise ValueError(f"special_tokens: {len(tokens)} tokens, at most {limits.MAX_SPECIAL_TOKENS}")
+    for token in tokens:
+        if len(token) > limits.MAX_SPECIAL_TOKEN_LENGTH:
+            raise ValueError(f"special token {short_repr(token)} is longer than {limits.MAX_SPECIAL_TOKEN_LENGTH} characters")
     if len(set(tokens)) != len(tokens):
         raise ValueError("special_tokens must be unique")
     if any(not t for t in tokens):
@@ -135,10 +159,10 @@ TokenizerSpec = Annotated[CharTokenizerSpec | BpeTokenizerSpec | HFTokenizerSpec
 
 class GPTSpec(Section):
     kind: Literal["gpt"] = "gpt"
-    n_layer: PositiveInt = 4
-    n_head: PositiveInt = 8
-    n_embd: PositiveInt = 64
-    block_size: PositiveInt = Field(128, description="context length in tokens")
+    n_layer: int = upto(limits.MAX_LAYERS, "transformer blocks", 4)
+    n_head: int = upto(limits.MAX_HEADS, "attention heads (n_embd must be divisible by it)", 8)
+    n_embd: int = upto(limits.MAX_WIDTH, "width of the residual stream", 64)
+    block_size: int = upto(limits.MAX_BLOCK_SIZE, "context length in tokens", 128)
     dropout: Fraction = Field(0.0, description="base dropout rate (a dropout_schedule may change it over training)")
     positions: Literal["learned", "rope"] = "learned"
     mlp: Literal["gelu", "swiglu"] = "gelu"
@@ -161,7 +185,7 @@ class GPTSpec(Section):
 
 class BigramSpec(Section):
     kind: Literal["bigram"] = "bigram"
-    block_size: PositiveInt = Field(128, description="tokens per training window (the model itself looks at one)")
+    block_size: int = upto(limits.MAX_BLOCK_SIZE, "tokens per training window (the model itself looks at one)", 128)
 
 
 class CustomModelSpec(Section):
@@ -169,7 +193,7 @@ class CustomModelSpec(Section):
 
     kind: Literal["custom"] = "custom"
     target: str = Field(description='"package.module:ClassName", imported from installed packages or the start directory')
-    block_size: PositiveInt = Field(128, description="context length in tokens (passed to the class)")
+    block_size: int = upto(limits.MAX_BLOCK_SIZE, "context length in tokens (passed to the class)", 128)
     args: ComponentArgs = Field(default_factory=dict, description="further keyword arguments of the class")
 
     @model_validator(mode="after")
@@ -192,7 +216,7 @@ class ClmSpec(Section):
 
 
 class MaskingSpec(Section):
-    mask_prob: float = Field(0.15, gt=0.0, lt=1.0, description="share of maskable positions (or words) chosen")
+    mask_prob: FiniteFloat = Field(0.15, gt=0.0, lt=1.0, description="share of maskable positions (or words) chosen")
     mask_unit: Literal["token", "word", "word_tail"] = Field(
         "token", description="word: mask whole pre-split words; word_tail: keep a random prefix of a chosen word visible, mask the rest")
 
@@ -228,12 +252,12 @@ ObjectiveSpec = Annotated[ClmSpec | MlmSpec | MntpSpec | CustomObjectiveSpec, Fi
 
 
 class OptimSpec(Section):
-    lr: float = Field(1.0e-3, gt=0.0)
-    min_lr: float = Field(1.0e-5, ge=0.0, description="floor of the cosine schedule")
-    weight_decay: float = Field(0.1, ge=0.0, description="applied only to parameters with 2 or more dimensions")
-    betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (0.9, 0.95)
-    grad_clip: float = Field(1.0, ge=0.0, description="max global grad norm; 0 turns clipping off")
-    warmup_steps: int = Field(100, ge=0)
+    lr: FiniteFloat = Field(1.0e-3, gt=0.0)
+    min_lr: FiniteFloat = Field(1.0e-5, ge=0.0, description="floor of the cosine schedule")
+    weight_decay: FiniteFloat = Field(0.1, ge=0.0, description="applied only to parameters with 2 or more dimensions")
+    betas: tuple[Fraction, Fraction] = (0.9, 0.95)
+    grad_clip: FiniteFloat = Field(1.0, ge=0.0, description="max global grad norm; 0 turns clipping off")
+    warmup_steps: int = Field(100, ge=0, le=limits.MAX_STEPS)
     schedule: Literal["constant", "cosine"] = "cosine"
 
     @model_validator(mode="after")
@@ -257,24 +281,31 @@ DropoutScheduleSpec = Annotated[ConstantDropoutSpec | LinearDropoutSpec, Field(d
 
 
 class TrainSpec(Section):
-    batch_size: PositiveInt = Field(64, description="sequences per micro-batch per rank")
-    max_steps: PositiveInt = 3000
-    grad_accum: PositiveInt = Field(1, description="micro-batches per optimizer step")
-    eval_every: PositiveInt = 100
-    eval_batches: PositiveInt = 20
-    checkpoint_every: PositiveInt = 500
+    batch_size: int = upto(limits.MAX_BATCH_SIZE, "sequences per micro-batch per rank", 64)
+    max_steps: int = upto(limits.MAX_STEPS, "optimizer steps of the whole run", 3000)
+    grad_accum: int = upto(limits.MAX_GRAD_ACCUM, "micro-batches per optimizer step", 1)
+    eval_every: int = upto(limits.MAX_STEPS, "steps between evaluations", 100)
+    eval_batches: int = upto(limits.MAX_EVAL_BATCHES, "batches per evaluation", 20)
+    checkpoint_every: int = upto(limits.MAX_STEPS, "steps between checkpoints", 500)
     precision: Literal["fp32", "bf16", "auto"] = Field("auto", description="auto = bf16 autocast on GPU, fp32 on CPU")
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    log_every: PositiveInt = Field(10, description="steps between train/loss log lines")
+    log_every: int = upto(limits.MAX_STEPS, "steps between train/loss log lines", 10)
 
 
 class LaunchSpec(Section):
-    nproc: PositiveInt = Field(1, description="processes per node (torchrun --nproc-per-node)")
-    nnodes: PositiveInt = 1
+    nproc: int = upto(limits.MAX_NPROC, "processes per node (torchrun --nproc-per-node)", 1)
+    nnodes: int = upto(limits.MAX_NNODES, "nodes of a multi-node run", 1)
     backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="auto = nccl on GPU, gloo on CPU")
     rdzv_endpoint: str | None = Field(None, description="host:port of the c10d rendezvous (multi-node)")
     run_id: str | None = Field(None, description="run id shared by every node of a multi-node run")
+
+    @field_validator("rdzv_endpoint", "run_id")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and (limits.has_control_characters(value) or len(value) > 255):
+            raise ValueError(f"{short_repr(value)}: expected one line of at most 255 characters")
+        return value
 
 
 class WandbSpec(Section):
@@ -282,7 +313,22 @@ class WandbSpec(Section):
     project: str = "gptexp"
     entity: str | None = None
     group: str | None = None
-    tags: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list, description="W&B tags, 1 to 64 characters each")
+
+    # W&B's own limits (limits.py says where they come from), checked here so that a run W&B would
+    # refuse never starts: the workers would fail after the run directory exists.
+    @field_validator("project", "entity", "group")
+    @classmethod
+    def _wandb_accepts_name(cls, value: str | None, info: Any) -> str | None:
+        if value is not None:
+            limits.check_wandb_name(value, info.field_name)
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _wandb_accepts_tags(cls, tags: list[str]) -> list[str]:
+        limits.check_wandb_tags(tags)
+        return tags
 
 
 class TrackingSpec(Section):
@@ -293,8 +339,9 @@ _DEFAULT_KINDS = {"tokenizer": "char", "model": "gpt", "objective": "clm", "drop
 
 
 class ExperimentSpec(Section):
-    name: str = Field("experiment", min_length=1, description="human name; run ids are generated from it")
-    seed: int = 1337
+    name: str = Field("experiment", min_length=1, max_length=limits.MAX_NAME_LENGTH,
+                      description="human name (the W&B run name); run ids are generated from it")
+    seed: int = Field(1337, ge=0, le=limits.MAX_SEED, description="0 to 2**63 - 1")
     data: DataSpec = Field(default_factory=DataSpec)
     tokenizer: TokenizerSpec = Field(default_factory=CharTokenizerSpec)
     model: ModelSpec = Field(default_factory=GPTSpec)
@@ -321,6 +368,12 @@ class ExperimentSpec(Section):
                     raw[section] = expand_entry_point(section, raw[section])
         return raw
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_line(cls, name: str) -> str:
+        limits.check_wandb_name(name, "name")
+        return name
+
     @model_validator(mode="after")
     def _objective_fits_model_and_tokenizer(self) -> ExperimentSpec:
         masked = self.objective.kind in ("mlm", "mntp")
@@ -343,27 +396,14 @@ class ExperimentSpec(Section):
 
 
 def read_yaml_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML mapping from `path` with `yaml.safe_load`, turning every failure into a SpecError."""
-    path = Path(path)
-    if not path.exists():
-        raise SpecError(f"{path}: file not found")
-    if path.is_dir():
-        raise SpecError(f"{path}: is a directory, expected a YAML file")
+    """Read a YAML mapping from `path` through safe_yaml (size, alias and duplicate-key limits),
+    turning every failure into a SpecError naming the file."""
     try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise SpecError(f"{path}: not UTF-8 text (byte {error.start})") from None
-    except OSError as error:
-        raise SpecError(f"{path}: cannot read ({error.strerror})") from None
-    if not text.strip():
+        raw = read_yaml_document(path, what="YAML file")
+    except YamlInputError as error:
+        raise SpecError(str(error)) from None
+    if raw is None:
         raise SpecError(f"{path}: file is empty, expected a YAML mapping")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise SpecError(f"{path}: broken YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a YAML mapping at the top level, got {type(raw).__name__}")
     return raw
@@ -380,12 +420,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "--
     for override in overrides:
         key, sep, value_text = override.partition("=")
         key = key.strip()
+        shown = short_repr(override)
         if not sep or not key or any(not part for part in key.split(".")):
-            raise SpecError(f"{source} {override!r}: expected KEY=VALUE with a dotted key, e.g. train.max_steps=100")
+            raise SpecError(f"{source} {shown}: expected KEY=VALUE with a dotted key, e.g. train.max_steps=100")
         try:
-            value = yaml.safe_load(value_text) if value_text.strip() else ""
-        except yaml.YAMLError:
-            raise SpecError(f"{source} {override!r}: the value is not valid YAML") from None
+            value = load_yaml(value_text, "value") if value_text.strip() else ""
+        except YamlInputError as error:
+            raise SpecError(f"{source} {shown}: the value is not valid YAML ({str(error).removeprefix('value: ')})") from None
         parts = key.split(".")
         node = result
         for depth, part in enumerate(parts[:-1]):
@@ -394,29 +435,40 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "--
                 child = node[part] = {}
             if not isinstance(child, dict):
                 where = ".".join(parts[: depth + 1])
-                raise SpecError(f"{source} {override!r}: {where} is a value, not a section")
+                raise SpecError(f"{source} {shown}: {one_line(where, 60)} is a value, not a section")
             node = child
         node[parts[-1]] = value
     return result
 
 
+MAX_PROBLEMS_SHOWN = 5
+
+
 def format_validation_error(error: ValidationError, source: str) -> str:
-    """One line per problem: `source: field.path: message`."""
+    """One line per problem, `source: field.path: message`, at most MAX_PROBLEMS_SHOWN of them.
+
+    Field names and values from the input are shown escaped and shortened: a hostile key cannot
+    add lines or flood the terminal.
+    """
+    prefix = f"{source}: " if source else ""
     lines = []
-    for problem in error.errors():
+    problems = error.errors()
+    for problem in problems[:MAX_PROBLEMS_SHOWN]:
         # Discriminated unions add the chosen kind to the path ("model.gpt.n_head"); drop it.
-        location = [str(part) for part in problem["loc"] if not _is_union_tag(part)]
+        location = [one_line(str(part), 60) for part in problem["loc"] if not _is_union_tag(part)]
         path = ".".join(location) or "(top level)"
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
             message = "unknown field"
         elif problem["type"] == "union_tag_invalid":
             expected = problem.get("ctx", {}).get("expected_tags", "")
-            message = f"unknown kind {problem.get('ctx', {}).get('tag')!r}; expected one of {expected}"
+            message = f"unknown kind {short_repr(problem.get('ctx', {}).get('tag'))}; expected one of {expected}"
         elif problem["type"] == "union_tag_not_found":
             message = "missing 'kind'"
-        message = message.removeprefix("Value error, ")
-        lines.append(f"{source}: {path}: {message}")
+        message = one_line(message.removeprefix("Value error, "), 300)
+        lines.append(f"{prefix}{path}: {message}")
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        lines.append(f"{prefix}... and {len(problems) - MAX_PROBLEMS_SHOWN} more problems")
     return "\n".join(lines)
 
 

@@ -229,7 +229,7 @@ class RunStore:
     # spec ---------------------------------------------------------------------------------
     def read_spec(self) -> dict[str, Any]:
         """spec.yaml as a mapping (validate it with gptexp.spec to get an ExperimentSpec)."""
-        import yaml
+        from gptexp.safe_yaml import YamlInputError, load_yaml
 
         try:
             text = read_regular_file(self.spec_path, MAX_SPEC_BYTES).decode("utf-8")
@@ -237,13 +237,10 @@ class RunStore:
             raise RunStoreError(f"run {self.run_id}: no {C.SPEC_FILE}") from None
         except UnicodeDecodeError:
             raise RunStoreError(f"{self.spec_path}: not UTF-8 text") from None
-        try:
-            spec = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else "YAML error"
-            raise RunStoreError(f"{self.spec_path}: not valid YAML ({first})") from None
-        except RecursionError:
-            raise RunStoreError(f"{self.spec_path}: YAML nested too deeply") from None
+        try:  # safe_yaml: alias bombs, duplicate keys and deep nesting are refused too
+            spec = load_yaml(text, str(self.spec_path))
+        except YamlInputError as error:
+            raise RunStoreError(f"{self.spec_path}: not valid YAML ({str(error).removeprefix(f'{self.spec_path}: ')})") from None
         if not isinstance(spec, dict):
             raise RunStoreError(f"{self.spec_path}: expected a mapping, found {type(spec).__name__}")
         return spec

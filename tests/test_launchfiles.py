@@ -160,12 +160,17 @@ def test_a_spec_name_cannot_inject_shell_commands(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     marker = tmp_path / "pwned"
     raw = yaml.safe_load(SPEC.read_text())
-    raw["name"] = f"x\ntouch {marker}\n"
+    raw["name"] = f"x'; $(touch {marker}) #"
     spec.write_text(yaml.safe_dump(raw))
     out = tmp_path / "job.sbatch"
     assert invoke([str(spec), "--slurm", "--nodes", "2", "--out", str(out)]).exit_code == 0
     run_sbatch_script(out, tmp_path, nodes=2)
     assert not marker.exists()
+    # A newline would end the comment line the name is written on: the spec refuses it outright.
+    raw["name"] = f"x\ntouch {marker}\n"
+    spec.write_text(yaml.safe_dump(raw))
+    result = invoke([str(spec), "--slurm", "--nodes", "2", "--out", str(out)])
+    assert result.exit_code == 2 and "control character" in result.output
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,6 +238,56 @@ def test_k8s_default_job_name_is_a_fresh_valid_name_and_run_id() -> None:
     assert option(job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["args"], "--run-id") == name
 
 
+def test_k8s_trainjob_is_a_kubeflow_trainer_v2_job_with_the_same_run_command() -> None:
+    _, (config, job) = manifest(["--k8s-api", "trainjob", "--nodes", "3", "--gpus-per-node", "2", "--image",
+                                 "registry.example/gptexp:cuda", "--cpu", "8", "--memory", "32Gi", "--job-name",
+                                 "clm-test", "--runs-pvc", "shared-runs"])
+    assert config["kind"] == "ConfigMap"
+    assert job["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and job["kind"] == "TrainJob"
+    assert job["metadata"]["name"] == "clm-test"
+    spec = job["spec"]
+    assert spec["runtimeRef"] == {"name": "torch-distributed", "apiGroup": "trainer.kubeflow.org",
+                                  "kind": "ClusterTrainingRuntime"}
+    trainer = spec["trainer"]
+    assert set(trainer) == {"image", "command", "args", "env", "numNodes", "resourcesPerNode"}
+    assert trainer["numNodes"] == 3 and trainer["image"] == "registry.example/gptexp:cuda"
+    assert trainer["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": 2, "cpu": "8", "memory": "32Gi"}}
+    assert trainer["command"] == ["gptexp"]
+    args = trainer["args"]
+    assert option(args, "--nnodes") == "3" and option(args, "--nproc") == "2" and option(args, "--run-id") == "clm-test"
+    assert option(args, "--rdzv-endpoint") == "$(PET_MASTER_ADDR):$(PET_MASTER_PORT)"  # set by the torch runtime
+    assert_valid_run_argv(args)
+    assert {"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "gptexp-secrets", "key": "wandb-api-key",
+                                                                    "optional": True}}} in trainer["env"]
+    # volumes reach the runtime's "node" pods through one runtime patch owned by gptexp
+    (patch,) = spec["runtimePatches"]
+    assert patch["manager"] == "gptexp"
+    (replicated,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    assert replicated["name"] == "node"
+    pod = replicated["template"]["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    (container,) = pod["containers"]
+    assert container["name"] == "node" and set(container) == {"name", "volumeMounts"}  # env only via trainer.env
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    assert volumes["spec"]["configMap"]["name"] == config["metadata"]["name"]
+    assert Path(args[1]) == Path(mounts["spec"]) / "spec.yaml"
+    assert mounts["runs"] == option(args, "--runs-dir")
+    assert volumes["runs"]["persistentVolumeClaim"] == {"claimName": "shared-runs"}
+    assert pod["securityContext"] == {"fsGroup": 10001}
+
+
+def test_k8s_trainjob_runtime_flag_and_the_legacy_default() -> None:
+    text, (_, job) = manifest(["--k8s-api", "trainjob", "--runtime", "torch-cuda-251", "--nodes", "1", "--gpus-per-node", "0"])
+    assert job["spec"]["runtimeRef"]["name"] == "torch-cuda-251"
+    assert "--rdzv-endpoint" not in job["spec"]["trainer"]["args"]
+    assert "nvidia.com/gpu" not in job["spec"]["trainer"]["resourcesPerNode"]["limits"]
+    assert "Kubeflow Trainer v2" in text
+    _, (_, legacy) = manifest(["--nodes", "1", "--gpus-per-node", "0"])
+    assert legacy["kind"] == "PyTorchJob"
+    _, (_, explicit) = manifest(["--k8s-api", "pytorchjob", "--nodes", "1", "--gpus-per-node", "0"])
+    assert explicit["kind"] == "PyTorchJob"
+
+
 # ---------------------------------------------------------------------------------------------
 # secrets
 
@@ -280,6 +335,10 @@ BAD = [
     ([str(SPEC), "--k8s", "--memory", "lots"], "--memory 'lots'"),
     ([str(SPEC), "--k8s", "--job-name", "Upper_Case"], "--job-name 'Upper_Case'"),
     ([str(SPEC), "--k8s", "--image", "bad image"], "--image 'bad image'"),
+    ([str(SPEC), "--k8s", "--k8s-api", "mpijob"], "--k8s-api 'mpijob': expected one of pytorchjob, trainjob"),
+    ([str(SPEC), "--k8s", "--runtime", "torch-distributed"], "--runtime goes with --k8s-api trainjob"),
+    ([str(SPEC), "--k8s", "--k8s-api", "trainjob", "--runtime", "Bad_Name"], "--runtime 'Bad_Name'"),
+    ([str(SPEC), "--slurm", "--k8s-api", "trainjob"], "--k8s-api is not an option of --slurm"),
     ([str(SPEC), "--k8s", "--nodes", "2"], "--nodes 2 needs --runs-pvc NAME"),
     ([str(SPEC), "--slurm", "--set", "train.device=cpu"], "train.device is cpu"),
     ([str(SPEC), "--k8s", "--gpus-per-node", "0", "--set", "launch.backend=nccl"], "launch.backend is nccl"),

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import typer
 
-from gptexp.cli import evaluation, launch_file, report, run, runs, sweep, tokenizer
+from gptexp.cli import evaluation, export, launch_file, report, run, runs, sweep, tokenizer
 from gptexp.cli.errors import exit_on_error
 
 
@@ -39,6 +39,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("runs", runs.runs),
     Command("eval", evaluation.eval_command),
     Command("generate", evaluation.generate),
+    Command("export", export.export),
     Command("report", report.report),
     Command("tokenizer train", tokenizer.train),
     Command("tokenizer export-hf", tokenizer.export_hf),

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def launch_file(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="experiment spec (YAML)", show_default=False)],
     slurm: Annotated[bool, typer.Option("--slurm", help="write an sbatch script")] = False,
-    k8s: Annotated[bool, typer.Option("--k8s", help="write a Kubeflow PyTorchJob manifest (with a ConfigMap holding the spec)")] = False,
+    k8s: Annotated[bool, typer.Option("--k8s", help="write a Kubeflow manifest, PyTorchJob or TrainJob (--k8s-api), with a ConfigMap holding the spec")] = False,
     nodes: Annotated[Optional[int], typer.Option("--nodes", help="nodes (pods); default: the spec's launch.nnodes", show_default=False)] = None,
     gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", help="GPUs per node, one process each; 0 = CPU nodes running launch.nproc processes")] = 1,
     job_name: Annotated[Optional[str], typer.Option("--job-name", help="job name; default from the spec's name (--k8s: plus a timestamp; it is the run id)", show_default=False)] = None,
@@ -32,11 +32,14 @@ def launch_file(
     image: Annotated[Optional[str], typer.Option("--image", help="--k8s: container image built from docker/Dockerfile (default gptexp:latest)", show_default=False)] = None,
     cpu: Annotated[Optional[str], typer.Option("--cpu", help="--k8s: CPU limit per pod, e.g. 8 or 500m", show_default=False)] = None,
     memory: Annotated[Optional[str], typer.Option("--memory", help="--k8s: memory limit per pod, e.g. 32Gi", show_default=False)] = None,
+    k8s_api: Annotated[Optional[str], typer.Option("--k8s-api", help="--k8s: trainjob (Kubeflow Trainer v2 TrainJob) or pytorchjob (the legacy training operator; default)", show_default=False)] = None,
+    runtime: Annotated[Optional[str], typer.Option("--runtime", help="--k8s-api trainjob: the ClusterTrainingRuntime to use (default torch-distributed)", show_default=False)] = None,
     runs_pvc: Annotated[Optional[str], typer.Option("--runs-pvc", help="--k8s: PersistentVolumeClaim (ReadWriteMany) mounted as the runs directory of every pod; needed for --nodes > 1 (default: an emptyDir)", show_default=False)] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a spec field: --set train.max_steps=100 (value parsed as YAML); repeatable")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="file to write (default: standard output)", show_default=False)] = None,
 ) -> None:
-    """Write a Slurm sbatch script (--slurm) or a Kubeflow PyTorchJob manifest (--k8s) for SPEC.
+    """Write a Slurm sbatch script (--slurm) or a Kubeflow manifest (--k8s: a PyTorchJob, or a Trainer v2
+    TrainJob with --k8s-api trainjob) for SPEC.
 
     Each node runs `gptexp run` with a shared rendezvous and run id; the validated spec travels
     with the file; secrets never do.
@@ -46,10 +49,12 @@ def launch_file(
     if slurm == k8s:
         fail("choose one target: --slurm or --k8s")
     given = {"--partition": partition, "--time": time, "--cpus-per-task": cpus_per_task} if k8s else \
-        {"--image": image, "--cpu": cpu, "--memory": memory, "--runs-pvc": runs_pvc}
+        {"--image": image, "--cpu": cpu, "--memory": memory, "--runs-pvc": runs_pvc, "--k8s-api": k8s_api, "--runtime": runtime}
     misplaced = [flag for flag, value in given.items() if value is not None]
     if misplaced:
         fail(f"{misplaced[0]} is not an option of --{'k8s' if k8s else 'slurm'}")
+    if runtime is not None and k8s_api != "trainjob":
+        fail("--runtime goes with --k8s-api trainjob")
     if out is not None and out.is_dir():
         fail(f"--out {out}: is a directory, expected a file path")
     if out is not None and not out.parent.is_dir():
@@ -70,7 +75,8 @@ def launch_file(
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         options = launchfiles.K8sOptions(nodes=nodes, gpus_per_node=gpus_per_node,
                                          job_name=job_name or f"{name}-{stamp}", image=image or "gptexp:latest",
-                                         cpu=cpu, memory=memory, runs_pvc=runs_pvc)
+                                         cpu=cpu, memory=memory, runs_pvc=runs_pvc, api=k8s_api or "pytorchjob",
+                                         runtime=runtime or launchfiles.TRAINJOB_RUNTIME)
         text = launchfiles.k8s_manifest(spec, options)
         next_step = f"kubectl apply -f {out}"
     launchfiles.check_no_secrets(text, "the launch file")  # SpecError: exit 2

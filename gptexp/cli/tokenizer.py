@@ -93,15 +93,19 @@ def train(
 
 def export_hf(
     file: Path = typer.Argument(..., help="A tokenizer JSON written by `train`.", show_default=False),
-    out: Path = typer.Option(..., "--out", "-o", help="Where to write the Hugging Face tokenizer.json.", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the Hugging Face tokenizer.json (tokenizer_config.json and special_tokens_map.json go beside it).", show_default=False),
 ) -> None:
-    """Write a Hugging Face `tokenizers` JSON that encodes like FILE."""
+    """Write a Hugging Face `tokenizers` JSON that encodes like FILE with allow_special (a literal
+    "<mask>" in text becomes the mask token; gptexp's plain encode reads it as characters), plus
+    tokenizer_config.json and special_tokens_map.json beside it so that transformers'
+    AutoTokenizer.from_pretrained(DIR) knows pad/unk/bos/eos/mask (padding=True works)."""
     from gptexp.tokenizers.base import load_tokenizer
     from gptexp.tokenizers.hf import export_hf as write_hf
 
     tok = load_tokenizer(file)  # TokenizerFileError: exit 2
+    written: list[Path] = []
     try:
-        _write(lambda p: write_hf(tok, p), out)
+        _write(lambda p: written.extend(write_hf(tok, p)), out)
     except (ValueError, NotImplementedError) as err:
         fail(f"{file}: {err}")
-    print(f"wrote Hugging Face tokenizer ({tok.kind}, vocab size {tok.vocab_size}) -> {out}")
+    print(f"wrote Hugging Face tokenizer ({tok.kind}, vocab size {tok.vocab_size}) -> {', '.join(str(p) for p in written)}")

@@ -13,7 +13,14 @@ char -> WordLevel model over single characters (a Split on every character),
         special tokens HF fails on unseen characters, as our encode does.
 
 HF always treats added special tokens found in text as specials, so the
-export encodes like our encode(text, allow_special=True).
+export encodes like our encode(text, allow_special=True): a literal "<mask>" in
+the text becomes the mask id there, while gptexp's plain encode(text) (and
+training data) reads it as the characters "<", "m", ... .
+
+Beside tokenizer.json go tokenizer_config.json and special_tokens_map.json,
+which tell transformers' AutoTokenizer which special token plays which role
+(pad_token, mask_token, bos/eos/unk; roles found by name, see roles.py), so
+`tokenizer(texts, padding=True)` works.
 
 One known gap: the regex classes \p{L} and \p{N} follow each engine's Unicode
 tables. Python's `regex` (2026) knows letters and digits added in Unicode 16/17
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .base import SPLIT_PATTERNS, Tokenizer
 from .bpe import BPETokenizer
@@ -130,6 +137,10 @@ def _char_json(tok: CharTokenizer) -> dict[str, Any]:
 
 def hf_json(tok: Tokenizer) -> dict[str, Any]:
     """The tokenizer.json content for tok, as a dict."""
+    from .hf_file import HFFileTokenizer
+
+    if isinstance(tok, HFFileTokenizer):
+        return tok.hf_json()  # it came from such a file: hand it back unchanged
     if isinstance(tok, BPETokenizer):
         return _bpe_json(tok)
     if isinstance(tok, CharTokenizer):
@@ -137,7 +148,58 @@ def hf_json(tok: Tokenizer) -> dict[str, Any]:
     raise NotImplementedError(f"no Hugging Face export for {type(tok).__name__}")
 
 
-def export_hf(tok: Tokenizer, path: str | Path) -> None:
+TOKENIZER_CONFIG = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP = "special_tokens_map.json"
+
+
+def transformers_configs(tok: Tokenizer, model_max_length: int | None = None) -> dict[str, dict[str, Any]]:
+    """tokenizer_config.json and special_tokens_map.json for transformers' AutoTokenizer:
+    the fast tokenizer class (no custom code) and each role's token (pad_token, mask_token, ...)."""
+    from .roles import role_tokens
+
+    roles = {f"{role}_token": text for role, text in role_tokens(tok.special_tokens).items()}
+    config: dict[str, Any] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "clean_up_tokenization_spaces": False,  # decode gives back the text exactly
+        "add_bos_token": False,
+        "add_eos_token": False,
+        **roles,
+    }
+    if model_max_length is not None:
+        config["model_max_length"] = model_max_length
+    return {TOKENIZER_CONFIG: config, SPECIAL_TOKENS_MAP: roles}
+
+
+def write_hf_tokenizer_dir(tok: Tokenizer, model_max_length: int | None = None) -> Callable[[Path], None]:
+    """A writer of tokenizer.json + the transformers configs into a directory (checked up front:
+    a tokenizer HF cannot represent raises ValueError before anything is written)."""
+    content = hf_json(tok)
+    configs = transformers_configs(tok, model_max_length)
+
+    def write(directory: Path) -> None:
+        _write_json(directory / "tokenizer.json", content)
+        for name, config in configs.items():
+            _write_json(directory / name, config)
+
+    return write
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    path.write_text(json.dumps(content, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+def export_hf(tok: Tokenizer, path: str | Path) -> list[Path]:
     """Write tok as a Hugging Face tokenizer.json that `tokenizers.Tokenizer.from_file`
-    loads and that encodes any text to the same ids as tok.encode(text, allow_special=True)."""
-    Path(path).write_text(json.dumps(hf_json(tok), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    loads and that encodes any text to the same ids as tok.encode(text, allow_special=True),
+    plus tokenizer_config.json and special_tokens_map.json beside it (same directory), so that
+    `transformers.AutoTokenizer.from_pretrained(directory)` sees pad_token, mask_token and the rest
+    (AutoTokenizer reads the JSON file named tokenizer.json). Returns the files written."""
+    path = Path(path)
+    content = hf_json(tok)
+    configs = transformers_configs(tok)
+    _write_json(path, content)
+    written = [path]
+    for name, config in configs.items():
+        _write_json(path.parent / name, config)
+        written.append(path.parent / name)
+    return written

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,88 @@ def test_resume_of_a_completed_run_is_refused(tmp_path: Path) -> None:
     (run_dir,) = [d for d in runs.iterdir() if not d.name.startswith(".")]
     result = run_cli(["run", "--resume", run_dir.name, "--runs-dir", str(runs)], cwd=tmp_path)
     assert result.returncode == 2 and "already completed" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile input (issue 10, point 6): refused at validation, before a run directory or a process
+# exists, in one line. Each of these used to hang, fail late with exit 1, or pass validation.
+
+
+def alias_bomb_yaml() -> str:
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    return "\n".join(lines) + "\n"
+
+
+def hostile_files(tmp: Path) -> None:
+    (tmp / "bomb.yaml").write_text(yaml.safe_dump(TINY_SPEC) + alias_bomb_yaml())
+    (tmp / "dup.yaml").write_text(yaml.safe_dump(TINY_SPEC) + "seed: 7\n")
+    (tmp / "huge.yaml").write_text(yaml.safe_dump(TINY_SPEC) + "# " + "x" * (1024 * 1024) + "\n")
+    os.mkfifo(tmp / "fifo.yaml")
+    overrides = "\n".join(f"  {line}" for line in alias_bomb_yaml().splitlines())
+    (tmp / "sweep_bomb.yaml").write_text(
+        f"experiment: {tmp / 's.yaml'}\noverrides:\n{overrides}\nspace:\n  optim.lr: {{low: 1.0e-3, high: 1.0e-2}}\n")
+
+
+GPU_HERE = Path("/dev/nvidia0").exists()
+
+# (case id, args builder, text the one-line message must contain)
+HOSTILE = [
+    ("n_layer 1e9", lambda t: ["run", str(write_spec(t / "s.yaml", model__n_layer=1.0e9))],
+     "model.n_layer: Input should be less than or equal to 1024"),
+    ("width that cannot fit", lambda t: ["run", str(write_spec(t / "s.yaml", model__n_layer=1024, model__n_embd=65536, model__n_head=64))],
+     "the model cannot fit: training needs about"),
+    ("batch that cannot fit", lambda t: ["run", str(write_spec(t / "s.yaml", train__batch_size=65536, model__block_size=65536))],
+     "the model cannot fit: training needs about"),
+    ("nan learning rate", lambda t: ["run", str(write_spec(t / "s.yaml")), "--set", "optim.lr=.nan"],
+     "optim.lr: Input should be a finite number"),
+    ("infinite weight decay", lambda t: ["run", str(write_spec(t / "s.yaml", optim__weight_decay=float("inf")))],
+     "optim.weight_decay: Input should be a finite number"),
+    ("seed beyond 64 bits", lambda t: ["run", str(write_spec(t / "s.yaml", seed=2**64))],
+     "seed: Input should be less than or equal to 9223372036854775807"),
+    ("cuda without a GPU", lambda t: ["run", str(write_spec(t / "s.yaml", train__device="cuda"))],
+     "train.device: cuda, but"),
+    ("nccl without a GPU", lambda t: ["run", str(write_spec(t / "s.yaml", launch__backend="nccl"))],
+     "launch.backend: nccl needs a GPU"),
+    ("W&B tag over 64 characters", lambda t: ["run", str(write_spec(t / "s.yaml", tracking__wandb__tags=["t" * 65]))],
+     "tracking.wandb.tags: tag 0"),
+    ("W&B project with a slash", lambda t: ["run", str(write_spec(t / "s.yaml", tracking__wandb__project="team/p"))],
+     "tracking.wandb.project: project 'team/p' contains /"),
+    ("W&B group over 128 characters", lambda t: ["run", str(write_spec(t / "s.yaml", tracking__wandb__group="g" * 129))],
+     "tracking.wandb.group: group"),
+    ("name with a newline", lambda t: ["run", str(write_spec(t / "s.yaml")), "--name", "two\nlines"],
+     "name: name 'two\\nlines' contains a newline"),
+    ("alias bomb in the spec", lambda t: ["run", str(t / "bomb.yaml")], "bomb.yaml: more than 100000 nodes"),
+    ("alias bomb in --set", lambda t: ["run", str(write_spec(t / "s.yaml")), "--set",
+                                       "tracking.wandb.tags={a: &a [x,x,x,x,x,x,x,x,x], b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], "
+                                       "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b], d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c], "
+                                       "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]}"],
+     "the value is not valid YAML (more than 100000 nodes"),
+    ("duplicate key", lambda t: ["run", str(t / "dup.yaml")], "dup.yaml: duplicate key 'seed' on line"),
+    ("spec over 1 MiB", lambda t: ["run", str(t / "huge.yaml")], "larger than the 1024 KiB limit"),
+    ("spec is a FIFO", lambda t: ["run", str(t / "fifo.yaml")], "fifo.yaml: not a regular file"),
+    ("alias bomb in a sweep's overrides", lambda t: (write_spec(t / "s.yaml"), ["sweep", str(t / "sweep_bomb.yaml")])[1],
+     "sweep_bomb.yaml: more than 100000 nodes"),
+    ("launch-file job name with a trailing newline", lambda t: ["launch-file", str(write_spec(t / "s.yaml")), "--slurm",
+                                                               "--job-name", "job\n"], "--job-name 'job\\n'"),
+    ("launch-file time with a trailing newline", lambda t: ["launch-file", str(write_spec(t / "s.yaml")), "--slurm",
+                                                           "--time", "10:00\n"], "--time '10:00\\n'"),
+]
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=[case[0] for case in HOSTILE])
+def test_hostile_input_exits_2_in_one_line_before_anything_starts(case, tmp_path: Path) -> None:
+    name, build_args, expected = case
+    if GPU_HERE and "without a GPU" in name:
+        pytest.skip("this machine has a GPU")
+    hostile_files(tmp_path)
+    args = build_args(tmp_path)
+    if args[0] != "launch-file":
+        args += ["--runs-dir", str(tmp_path / "runs")]
+    result = run_cli(args, cwd=tmp_path, timeout=60)  # the n_layer 1e9 and FIFO cases used to hang
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()  # one line
+    assert expected in line, line
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not [p for p in runs.iterdir() if p.name not in (".cache", "optuna.db")], "a run was created"
