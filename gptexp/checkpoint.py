@@ -12,7 +12,7 @@ Loading uses `weights_only=True` (no pickled code runs) and turns every failure 
 from __future__ import annotations
 
 import os
-import zipfile
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,24 @@ def remove_stale_temp_files(directory: Path) -> list[Path]:
     return removed
 
 
+class _WriteErrorKeeper:
+    """A file wrapper that remembers the OSError of a failed write (a full disk, a quota)."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write `state` (a dict; header fields are added) to `path` atomically and durably."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +89,13 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     tmp = _temp_path(path)
     try:
         with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+            writer = _WriteErrorKeeper(f)
+            try:
+                torch.save({"format": FORMAT, "version": VERSION, **state}, writer)
+            except RuntimeError:
+                if writer.error is not None:  # torch's zip writer hides ENOSPC behind "unexpected pos"
+                    raise writer.error from None
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -89,10 +113,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except CheckpointError:
         raise
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, TypeError, AttributeError,
-            ImportError, KeyError, IndexError) as error:
-        # torch.load's failures (truncated zip, pickle rejected by weights_only, ...) are
-        # multi-line; the first line says enough.
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: refused: it holds objects other than tensors and plain containers "
+                              "(loaded with weights_only=True, so no code in it ran)") from None
+    except Exception as error:  # noqa: BLE001 - torch.load fails in many types; all mean "not loadable"
+        # torch.load's messages (truncated zip, bad magic number, ...) can be multi-line; the first
+        # line says enough.
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: cannot load checkpoint ({first_line[:200]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

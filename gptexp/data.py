@@ -101,7 +101,7 @@ def prepare_data(spec: ExperimentSpec, cache_dir: Path, progress: Callable[[str]
     """Train or reuse the tokenizer, then encode or reuse each split; returns the cached paths."""
     from gptexp.components import build_tokenizer
     from gptexp.tokenizers import load_tokenizer
-    from gptexp.tokenizers.base import save_tokenizer
+    from gptexp.tokenizers.base import save_tokenizer, tokenizer_fingerprint
 
     raw = Path(spec.data.path).read_bytes()
     corpus_sha = sha256_bytes(raw)
@@ -119,7 +119,7 @@ def prepare_data(spec: ExperimentSpec, cache_dir: Path, progress: Callable[[str]
         tokenizer = build_tokenizer(spec.tokenizer, splits["train"])
         _atomic_write(tokenizer_path, lambda path: save_tokenizer(tokenizer, path))
 
-    arrays_key = sha256_bytes(f"{tokenizer.fingerprint()}:{corpus_sha}:{spec.data.val_fraction}:"
+    arrays_key = sha256_bytes(f"{tokenizer_fingerprint(tokenizer)}:{corpus_sha}:{spec.data.val_fraction}:"
                               f"{spec.data.test_fraction}:v{ENCODING_FORMAT_VERSION}".encode())[:24]
     arrays_path = cache_dir / "encoded" / f"{arrays_key}.npz"
     if not arrays_path.exists():

@@ -90,8 +90,7 @@ def sequential_windows(split: TokenSplit, window: int, batch_size: int, max_batc
     for first in range(0, n_windows, batch_size):
         if max_batches is not None and len(batches) == max_batches:
             break
-        index = starts[first : first + batch_size, None] + torch.arange(window)[None, :]
-        batches.append(Window(split.ids[index], split.byte_counts[index], split.word_starts[index]))
+        batches.append(split.gather(starts[first : first + batch_size, None] + torch.arange(window)[None, :]))
     return batches
 
 
@@ -102,9 +101,8 @@ def evaluate_text(run: LoadedRun, text: str, batch_size: int, max_batches: int |
         encoded = run.tokenizer.encode_for_training(text)
     except ValueError as error:  # e.g. a character outside a vocabulary that has no <unk>
         raise SpecError(f"--data: the run's tokenizer cannot encode this text ({error})") from None
-    split = TokenSplit(ids=torch.as_tensor(encoded.ids, dtype=torch.long),
-                       byte_counts=torch.as_tensor(encoded.byte_counts, dtype=torch.long),
-                       word_starts=torch.as_tensor(encoded.word_starts, dtype=torch.bool))
+    # bytes per token from the tokenizer's table, as in training, so both report the same val/bpb
+    split = TokenSplit.from_encoded(run.tokenizer, encoded)
     info = token_info(run.tokenizer)
     generator = torch.Generator().manual_seed(EVAL_SEED)
     totals = torch.zeros(4, dtype=torch.float64)
@@ -117,7 +115,7 @@ def evaluate_text(run: LoadedRun, text: str, batch_size: int, max_batches: int |
     metrics = metrics_from_sums(totals)
     unknown = run.tokenizer.special_tokens.get("<unk>")
     return {**metrics, "tokens": int(totals[2]), "bytes": int(totals[3]), "batches": len(windows),
-            "unknown_tokens": int((split.ids == unknown).sum()) if unknown is not None else 0,
+            "unknown_tokens": int((encoded.ids == unknown).sum()) if unknown is not None else 0,
             "step": run.step, "checkpoint": run.checkpoint.name}
 
 

@@ -221,6 +221,7 @@ def export_hf(run_dir: Path, out: Path, checkpoint: str = "best") -> dict[str, A
     weights = _WEIGHTS[architecture](run.spec.model, state)
     config = hf_config(architecture, run.spec.model, vocab_size, role_ids(run.tokenizer.special_tokens))
 
+    transformers.utils.logging.disable_progress_bar()  # one line of output from the CLI, not a shard bar
     model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     # strict: every HF weight gets a value; non-persistent buffers (rotary tables, masks) are rebuilt
     missing, unexpected = model.load_state_dict(weights, strict=False)

@@ -162,14 +162,12 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def check_split_sizes(prepared: PreparedData, spec: ExperimentSpec) -> None:
-    import numpy as np
-
     window = spec.model.block_size + 1
-    with np.load(prepared.arrays_path) as arrays:
-        for split, field in (("train", "data.path"), ("val", "data.val_fraction")):
-            n = len(arrays[f"{split}/ids"])
-            if n < window + 1:
-                raise SpecError(f"{field}: the {split} split has {n} tokens, fewer than model.block_size + 2 = {window + 1}")
+    tokens = prepared.split_tokens()
+    for split, field in (("train", "data.path"), ("val", "data.val_path" if spec.data.val_path else "data.val_fraction")):
+        n = tokens[split]
+        if n < window + 1:
+            raise SpecError(f"{field}: the {split} split has {n} tokens, fewer than model.block_size + 2 = {window + 1}")
 
 
 def torchrun_command(spec: ExperimentSpec, store: RunStore, prepared: PreparedData, resume: bool) -> list[str]:
@@ -182,7 +180,7 @@ def torchrun_command(spec: ExperimentSpec, store: RunStore, prepared: PreparedDa
                     "--rdzv-endpoint", str(launch.rdzv_endpoint), "--rdzv-id", store.run_id,
                     "--rdzv-conf", f"join_timeout={rdzv_timeout_s()}"]
     command += ["-m", "gptexp.train", "--run-dir", str(store.dir), "--tokenizer", str(prepared.tokenizer_path),
-                "--arrays", str(prepared.arrays_path), "--corpus-sha256", prepared.corpus_sha256]
+                "--tokens", str(prepared.tokens_dir), "--corpus-sha256", prepared.corpus_sha256]
     if resume:
         command.append("--resume")
     return command
@@ -250,7 +248,6 @@ def run_torchrun(command: list[str], store: RunStore, extra_env: dict[str, str] 
                  f"{rdzv_timeout_s()} s, or torchrun failed before training (torchrun exit code {torchrun_code}, "
                  f"after {time.monotonic() - started:.0f} s); start every node with the same --rdzv-endpoint "
                  f"and --run-id, or set ${C.ENV_RDZV_TIMEOUT}")
-        progress(error)
         if received:
             store.write_status(C.INTERRUPTED, signal=signal.Signals(received[0]).name, error=error)
             return C.exit_code_for_status(C.INTERRUPTED, signal.Signals(received[0]).name)

@@ -27,6 +27,8 @@ MAX_NPROC = 1024  # processes per node
 MAX_NNODES = 65_536
 MAX_SEED = 2**63 - 1  # a signed 64-bit integer: torch, SQLite, JSON readers and W&B configs all keep it exact
 MAX_NAME_LENGTH = 128  # the experiment name is the W&B run name
+MAX_PATH_BYTES = 4096  # Linux PATH_MAX
+MAX_PATH_PART_BYTES = 255  # Linux NAME_MAX
 
 # Weights & Biases (checked in wandb 0.31's own source and the server's errors):
 # - tags: 1 to 64 characters. wandb/sdk/wandb_settings.py validates run tags ("Tags must be between

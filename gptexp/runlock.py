@@ -100,19 +100,22 @@ def _record_owner(fd: int) -> None:
 
 
 def acquire(run_dir: Path, slots: int = 1) -> RunLock:
-    """Take a free launcher slot of the run, or raise RunInUse naming who holds it."""
-    writer = lock_path(run_dir, WRITER_SLOT)
-    if writer.exists():
-        probe = _try_lock(writer, exclusive=False)
-        if probe is None:
-            raise RunInUse(f"run {run_dir.name} is in use by {owner_of(writer)} (its trainer is still running)")
-        os.close(probe)
+    """Take a free launcher slot of the run, or raise RunInUse naming who holds it.
+
+    A run whose launcher is gone but whose trainer still lives (it finishes its step, then
+    checkpoints and stops) is in use too.
+    """
     for slot in range(slots):
         path = lock_path(run_dir, slot)
         fd = _try_lock(path, exclusive=True)
-        if fd is not None:
-            _record_owner(fd)
-            return RunLock(path, fd)
+        if fd is None:
+            continue
+        writer = lock_path(run_dir, WRITER_SLOT)
+        if writer.exists() and _probe(writer):
+            os.close(fd)
+            raise RunInUse(f"run {run_dir.name} is in use by {owner_of(writer)} (its trainer is still running)")
+        _record_owner(fd)
+        return RunLock(path, fd)
     raise RunInUse(f"run {run_dir.name} is in use by {owner_of(lock_path(run_dir, 0))}")
 
 

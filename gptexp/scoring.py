@@ -37,6 +37,7 @@ from gptexp.evalset import SpanTokens
 
 SCORINGS = ("masked", "hw_l2r", "pll", "pll_l2r")
 METRIC_PREFIX = {"masked": "val/bpb", "hw_l2r": "val/hw_l2r_bpb", "pll": "val/pll_bpb", "pll_l2r": "val/pll_l2r_bpb"}
+LOSS_NAME = {"masked": "val/loss", "hw_l2r": "val/hw_l2r_loss", "pll": "val/pll_loss", "pll_l2r": "val/pll_l2r_loss"}
 EXACT_NAME = {"masked": "val/exact", "hw_l2r": "val/hw_l2r_exact", "pll": "val/pll_exact", "pll_l2r": "val/pll_l2r_exact"}
 # `gptexp eval --metric` names a family; pll_l2r also needs nothing more than its own rows.
 METRIC_CHOICES = {"masked": ("masked", "hw_l2r"), "pll": ("pll",), "pll_l2r": ("pll_l2r",)}
@@ -79,6 +80,7 @@ class WordScores:
     bits: dict[str, list[float]] = field(default_factory=dict)
     exact: dict[str, list[bool]] = field(default_factory=dict)
     word_bytes: list[int] = field(default_factory=list)
+    word_tokens: list[int] = field(default_factory=list)  # this arm's tokens per hidden word
     position_bits: dict[str, np.ndarray] = field(default_factory=dict)  # (POSITION_BUCKETS,) bits
     position_bytes: np.ndarray = field(default_factory=lambda: np.zeros(POSITION_BUCKETS))
 
@@ -129,6 +131,7 @@ def score_spans(model: nn.Module, spans: list[SpanTokens], mask_id: int, scoring
             for p in range(first, last):
                 _spread(result.position_bytes, offsets[p] - offsets[first], span.token_bytes[p], None)
         result.word_bytes += span.word_bytes
+        result.word_tokens += [last - first for first, last in span.words]
     return result
 
 
@@ -140,7 +143,8 @@ def _spread(buckets: np.ndarray, byte_offset: int, n_bytes: int, token_bits: flo
 
 
 def summarize(scores: WordScores, reference_tokens: list[int] | None = None, prefix: str = "val/") -> dict[str, float]:
-    """The metrics of one run: bpb and exact match per scoring, bits by byte position, one/multi token."""
+    """The metrics of one run: bpb, nats per token and exact match per scoring, bits by byte
+    position, one-token / multi-token words (by the reference tokenizer's count)."""
     word_bytes = np.asarray(scores.word_bytes, dtype=np.float64)
     total_bytes = word_bytes.sum()
     out: dict[str, float] = {f"{prefix}hidden_words": float(len(word_bytes)), f"{prefix}hidden_bytes": float(total_bytes)}
@@ -154,6 +158,8 @@ def summarize(scores: WordScores, reference_tokens: list[int] | None = None, pre
         name = rename(METRIC_PREFIX[s], prefix)
         out[name] = float(bits.sum() / total_bytes) if total_bytes else math.nan
         out[rename(EXACT_NAME[s], prefix)] = float(np.mean(scores.exact[s])) if len(bits) else math.nan
+        n_tokens = float(np.sum(scores.word_tokens))  # nats per hidden token: the per-token loss
+        out[rename(LOSS_NAME[s], prefix)] = float(bits.sum() * LN2 / n_tokens) if n_tokens else math.nan
         for group, member in groups.items():
             denominator = word_bytes[member].sum()
             out[f"{name}/{group}"] = float(bits[member].sum() / denominator) if denominator else math.nan

@@ -135,7 +135,7 @@ class Trainer:
         # Starting W&B (import + service start, about 0.8 s) overlaps with the rest of the set-up.
         self.logger_future = self._start_logger() if self.ctx.is_main else None
         self.tokenizer = load_tokenizer(self.prepared.tokenizer_path)
-        self.splits: dict[str, TokenSplit] = load_splits(self.prepared)
+        self.splits: dict[str, TokenSplit] = load_splits(self.prepared, self.tokenizer)  # memory maps
         self.token_info = token_info(self.tokenizer)
         self.objective = build_objective(spec.objective)
         torch.manual_seed(spec.seed)  # identical initial weights on every rank (DDP also broadcasts)
@@ -534,12 +534,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gptexp.train", description="One DDP worker of a gptexp run (started by torchrun).")
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--tokenizer", required=True, type=Path)
-    parser.add_argument("--arrays", required=True, type=Path)
+    parser.add_argument("--tokens", required=True, type=Path, help="the verified token cache entry (a directory)")
     parser.add_argument("--corpus-sha256", default="")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
 
-    trainer = Trainer(args.run_dir, PreparedData(args.tokenizer, args.arrays, args.corpus_sha256), args.resume)
+    trainer = Trainer(args.run_dir, PreparedData(args.tokenizer, args.tokens, args.corpus_sha256), args.resume)
     status, error = C.FAILED, None
     try:
         trainer.setup()

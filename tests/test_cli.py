@@ -37,7 +37,7 @@ def test_every_command_is_wrapped_by_the_error_handler() -> None:
 def test_commands_that_touch_runs_share_one_runs_dir_option() -> None:
     takes_runs_dir = {command.name for command in COMMANDS
                       if "runs_dir" in inspect.signature(command.function).parameters}
-    assert takes_runs_dir == {"run", "runs", "eval", "generate", "report", "sweep"}
+    assert takes_runs_dir == {"run", "runs", "eval", "generate", "export", "report", "diff", "sweep", "study"}
     for command in COMMANDS:
         parameter = inspect.signature(command.function).parameters.get("runs_dir")
         if parameter is not None:

@@ -4,6 +4,7 @@ the same registry, provenance records."""
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -113,3 +114,66 @@ def test_the_run_records_import_path_and_file_hash(lab: Path) -> None:
     assert record == {"model": {"target": "tinylab.models:TinyMean", "module": "tinylab.models",
                                 "file": str(model_file.resolve()), "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest(),
                                 "version": None, "start_dir": str(lab.resolve())}}
+
+
+CUSTOM_TOKENIZER = '''
+import numpy as np
+
+from gptexp.tokenizers.base import EncodedText
+
+
+class Bytes:
+    """Every UTF-8 byte is a token; one special token after them."""
+
+    def __init__(self, specials=("<eos>",)):
+        self.specials = list(specials)
+        self.trained_on = 0
+
+    def train(self, text):
+        self.trained_on = len(text)
+
+    @property
+    def vocab_size(self):
+        return 256 + len(self.specials)
+
+    @property
+    def special_tokens(self):
+        return {t: 256 + i for i, t in enumerate(self.specials)}
+
+    def encode(self, text, allow_special=False):
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids):
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+
+    def encode_for_training(self, text):
+        ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32)
+        return EncodedText(ids, np.ones(len(ids), dtype=np.uint8), np.zeros(len(ids), dtype=bool))
+
+    def to_dict(self):
+        return {"specials": self.specials, "trained_on": self.trained_on}
+
+    @classmethod
+    def from_dict(cls, d):
+        tok = cls(d["specials"])
+        tok.trained_on = d["trained_on"]
+        return tok
+'''
+
+
+def test_a_custom_tokenizer_is_trained_saved_and_loaded_by_import_path(lab: Path, tmp_path: Path) -> None:
+    from gptexp.data import prepare_data
+    from gptexp.tokenizers import load_tokenizer
+
+    (lab / "tinylab" / "tok.py").write_text(CUSTOM_TOKENIZER)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("héllo wörld " * 500, encoding="utf-8")
+    spec = validate_spec({"data": {"path": str(corpus), "val_fraction": 0.2},
+                          "tokenizer": {"kind": "custom", "target": "tinylab.tok:Bytes", "args": {"specials": ["<eos>", "<pad>"]}}}, "x")
+    prepared = prepare_data(spec, tmp_path / "cache")
+    saved = json.loads(prepared.tokenizer_path.read_text())
+    assert saved["kind"] == "custom" and saved["target"] == "tinylab.tok:Bytes"
+    tok = load_tokenizer(prepared.tokenizer_path)
+    assert type(tok).__name__ == "Bytes" and tok.trained_on == 4800 and tok.vocab_size == 258
+    with pytest.raises(SpecError, match="tokenizer: args {'size': 3} do not fit"):
+        validate_spec({"tokenizer": {"kind": "custom", "target": "tinylab.tok:Bytes", "args": {"size": 3}}}, "x")

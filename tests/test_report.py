@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import math
 import os
 import re
@@ -143,10 +144,51 @@ def test_group_stats_mean_and_sample_std_over_completed_runs(store, records):
 
 
 def test_group_stats_numeric_field_and_single_run(records):
-    stats = report.group_stats(records, "seed")
+    # Runs of one seed differ in their tokenizer: only --ignore tokenizer lets them share a group.
+    stats = report.group_stats(records, "seed", ignore=["tokenizer"])
     assert [s.value for s in stats] == ["1", "2", "3"]  # numeric order
     assert stats[2].n == 0 and stats[2].mean is None  # seed 3: only unfinished runs
     assert report.group_stats(records[:1], "seed")[0].std is None  # one run: no spread
+
+
+def test_group_stats_split_runs_that_differ_in_more_than_the_seed(tmp_path):
+    """Two char runs at another step count are not seeds of the char configuration."""
+    runs = tmp_path / "runs"
+    for run_id, seed, bpb in (("a1", 1, 2.10), ("a2", 2, 2.14)):
+        write_run(runs, run_id, name="c", tokenizer="char", seed=seed, final_bpb=bpb)
+    for run_id, seed, bpb in (("b1", 1, 2.00), ("b2", 2, 2.02)):
+        write_run(runs, run_id, name="c", tokenizer="char", seed=seed, final_bpb=bpb, max_steps=400)
+    records = list_runs(runs)
+    stats = report.group_stats(records, "tokenizer.kind")
+    assert [(s.label, s.run_ids, s.n) for s in stats] == [
+        ("char (train.max_steps=300)", ["a1", "a2"], 2), ("char (train.max_steps=400)", ["b1", "b2"], 2)]
+    assert stats[0].mean == pytest.approx(2.12) and stats[1].mean == pytest.approx(2.01)
+    # The user may say that the step count does not matter: then all four are averaged.
+    (merged,) = report.group_stats(records, "tokenizer.kind", ignore=["train.max_steps"])
+    assert merged.n == 4 and merged.mean == pytest.approx((2.10 + 2.14 + 2.00 + 2.02) / 4)
+    page = report.build_report(records, tmp_path / "r.html", by="tokenizer.kind").html.read_text()
+    groups = table_cells(page, "groups", "data-group")
+    assert set(groups) == {"char (train.max_steps=300)", "char (train.max_steps=400)"}
+    assert "split into separate groups" in page
+
+
+def test_an_unknown_field_names_the_nearest_paths(records):
+    with pytest.raises(report.UnknownFieldError, match=r"optim\.lr"):
+        report.check_field("optim.lrr", records)
+    with pytest.raises(report.UnknownFieldError, match=r"did you mean .*optim\.weight_decay"):
+        report.check_field("optim.weight_decy", records)
+    report.check_field("tokenizer.kind", records)
+    report.check_field("tokenizer", records)  # a whole section is a field too
+
+
+def test_differing_fields_and_the_derived_title(records):
+    char = [r for r in records if r.run_id in ("char-s1", "char-s2")]
+    assert report.differing_fields(char) == ["name", "seed"]
+    title, lead = report.describe(char)
+    assert "BPE" not in title + lead and "2 seeds" in title
+    mixed = [r for r in records if r.run_id in ("char-s1", "bpe-s1")]
+    assert report.describe(mixed)[1].startswith("Does a BPE tokenizer beat a character tokenizer?")
+    assert "tokenizer.kind" in report.describe(mixed)[0]
 
 
 def test_partial_curves_are_drawn_dashed(store, records):
@@ -308,7 +350,7 @@ def test_wandb_report_offline(records, no_network):
     built = report.build_wandb_report(records, entity="team", project="gptexp", by="tokenizer.kind")
     spec = built._to_model().model_dump(by_alias=True, exclude_none=True)
     assert spec["project"] == {"name": "gptexp", "entityName": "team"}
-    assert spec["displayName"] == report.DEFAULT_TITLE
+    assert spec["displayName"] == report.describe(records, by="tokenizer.kind")[0] == "val/bpb by tokenizer.kind (6 runs over 3 seeds)"
     curves, comparison = _panel_grids(spec)
     panels = [(p["viewType"], p["config"].get("xAxis"), p["config"]["metrics"])
               for p in curves["panelBankSectionConfig"]["panels"]]
@@ -366,3 +408,46 @@ def test_study_without_completed_trials():
 
     plots, notes = report.study_plots(optuna.create_study(study_name="empty"))
     assert plots == [] and len(notes) == 3 and all("not drawn" in note for note in notes)
+
+
+HOSTILE_STATUS = 'completed" autofocus onfocus="x()"><meta http-equiv="refresh" content="0;url=http://evil"><form action="http://evil">'
+HOSTILE_VALUE = '</td><script>alert(1)</script>[x](javascript:1) | *b*'
+
+
+def test_values_from_run_files_are_escaped_in_html_and_markdown(tmp_path):
+    """A crafted status.json error and spec value stay text: in attributes, cells and Markdown;
+    a status.json whose status is not a status leaves that run out (named), not the report."""
+    import json
+
+    import yaml
+
+    runs = tmp_path / "runs"
+    write_run(runs, "ok", name="plain", tokenizer="char", seed=1, final_bpb=2.0)
+    write_run(runs, "evil", name="plain", tokenizer="char", seed=2, final_bpb=2.1)
+    write_run(runs, "forged", name="plain", tokenizer="char", seed=3, final_bpb=2.1)
+    (runs / "evil" / "status.json").write_text(json.dumps({"status": "failed", "step": 300, "error": HOSTILE_STATUS}))
+    (runs / "forged" / "status.json").write_text(json.dumps({"status": HOSTILE_STATUS, "step": 300}))
+    spec = yaml.safe_load((runs / "evil" / "spec.yaml").read_text())
+    spec["optim"]["schedule"] = HOSTILE_VALUE
+    (runs / "evil" / "spec.yaml").write_text(yaml.safe_dump(spec))
+    skipped = []
+    records = list_runs(runs, on_skip=lambda run_dir, reason: skipped.append(run_dir.name))
+    assert skipped == ["forged"] and [r.run_id for r in records] == ["ok", "evil"]
+    paths = report.build_report(records, tmp_path / "r.html")
+    page = paths.html.read_text()
+    assert page.count("<meta http-equiv") == 1  # the Content-Security-Policy, nothing injected
+    assert "<form" not in page and "<script" not in page and 'onfocus="' not in page
+    assert HOSTILE_STATUS in html.unescape(page)  # the error is shown, as the text it is
+    assert table_cells(page, "differs")["evil"]["optim.schedule"] == HOSTILE_VALUE
+    markdown = paths.markdown.read_text()
+    assert "<script" not in markdown and "<meta" not in markdown and "[x](javascript" not in markdown
+    assert r"\[x\](javascript:1) \| \*b\*" in markdown  # a link, a cell break and emphasis, all escaped
+
+
+def test_an_unknown_status_never_becomes_a_class_name(tmp_path):
+    """A run without status.json reads as 'unknown': its cell gets a fixed class, not its text."""
+    runs = tmp_path / "runs"
+    write_run(runs, "ok", name="plain", tokenizer="char", seed=1, final_bpb=2.0)
+    (runs / "ok" / "status.json").unlink()
+    page = report.build_report(list_runs(runs), tmp_path / "r.html").html.read_text()
+    assert 'class="status-other"' in page and "status-unknown" not in page

@@ -20,9 +20,9 @@ from gptexp import report
 from gptexp.tracking import list_runs
 
 try:
-    from fixtures_runs import make_run_store, make_study, table_cells
+    from fixtures_runs import VOCAB, make_run_store, make_study, table_cells
 except ImportError:  # tests/ imported as a package
-    from tests.fixtures_runs import make_run_store, make_study, table_cells
+    from tests.fixtures_runs import VOCAB, make_run_store, make_study, table_cells
 
 WINDOW = (1280, 4000)
 # Counts, once the page has loaded, the images that decoded (complete and with a width), and
@@ -109,3 +109,11 @@ def test_every_plot_loads_and_table_matches_fixture(rendered):
         assert cells[run_id]["status"] == run.expected_status
     groups = table_cells(dom, "groups", "data-group")
     assert (groups["bpe"]["mean"], groups["char"]["mean"]) == ("1.9300", "2.1200")
+    differs = table_cells(dom, "differs")  # what differs between the runs, one row per run
+    assert set(differs) == set(store.runs)
+    for run_id, run in store.runs.items():
+        assert differs[run_id] == {"id": run_id, "seed": str(run.seed), "tokenizer.kind": run.tokenizer,
+                                   "tokenizer.vocab_size": str(VOCAB[run.tokenizer])}
+    trials = table_cells(dom, "trials", "data-trial")  # one column per hyperparameter
+    assert set(trials["0"]) == {"trial", "state", "value", "model.n_layer", "optim.lr", "tokenizer.kind", "run"}
+    assert (trials["0"]["tokenizer.kind"], trials["0"]["model.n_layer"], trials["0"]["optim.lr"]) == ("char", "2", "0.0001")

@@ -139,3 +139,30 @@ def test_progress_bar_on_a_terminal(tmp_path, small_corpus, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "39/39" in result.output  # the rich bar's final "done/total"
     assert load_tokenizer(out).vocab_size == 300
+
+
+@pytest.mark.parametrize("kind", ["bpe", "char"])
+def test_export_hf_tells_transformers_every_special_token(tmp_path, small_corpus, kind, monkeypatch):
+    transformers = pytest.importorskip("transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "tok.json"
+    args = ["tokenizer", "train", str(small_corpus), "--out", str(out), "--kind", kind]
+    assert runner.invoke(app, args + (["--vocab-size", "300"] if kind == "bpe" else [])).exit_code == 0
+    hf_dir = tmp_path / "hf"
+    result = runner.invoke(app, ["tokenizer", "export-hf", str(out), "--out", str(hf_dir / "tokenizer.json")])
+    assert result.exit_code == 0, result.output
+    assert "special_tokens_map.json" in result.output and "tokenizer_config.json" in result.output
+    ours = load_tokenizer(out)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir, local_files_only=True)
+    specials = ours.special_tokens
+    assert (hf_tok.pad_token, hf_tok.unk_token, hf_tok.bos_token, hf_tok.eos_token, hf_tok.mask_token) == (
+        "<pad>", "<unk>", "<bos>", "<eos>", "<mask>")
+    assert hf_tok.mask_token_id == specials["<mask>"] and hf_tok.pad_token_id == specials["<pad>"]
+    batch = hf_tok(["the", "the quick brown fox"], padding=True, add_special_tokens=False)
+    short, long = batch["input_ids"]
+    assert len(short) == len(long) and short[-1] == specials["<pad>"] and batch["attention_mask"][0][-1] == 0
+    # transformers, like HF tokenizers, reads a literal <mask> as the mask token (our allow_special=True);
+    # gptexp's plain encode reads it as text
+    text = "the <mask> fox"
+    assert hf_tok(text, add_special_tokens=False)["input_ids"] == ours.encode(text, allow_special=True)
+    assert specials["<mask>"] not in ours.encode(text)

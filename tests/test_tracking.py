@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -88,7 +90,7 @@ def test_atomic_json_leaves_no_partial_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [path]
 
 
-def test_list_runs_skips_the_cache_and_orders_by_creation(tmp_path: Path) -> None:
+def testlist_runs_skips_the_cache_and_orders_by_creation(tmp_path: Path) -> None:
     make_run(tmp_path, "b-run")
     os.utime(tmp_path / "b-run" / "spec.yaml", (1, 1))
     make_run(tmp_path, "a-run")
@@ -112,3 +114,78 @@ def test_disabled_tracking_never_imports_wandb_and_the_cli_never_imports_torch()
             "print(sorted(m for m in ('torch', 'wandb', 'optuna', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# -- validated reads (issue 10) ---------------------------------------------------------------
+
+
+def _good_run(runs: Path, name: str) -> Path:
+    run = runs / name
+    run.mkdir(parents=True)
+    (run / "spec.yaml").write_text("name: ok\n", encoding="utf-8")
+    (run / "status.json").write_text('{"status": "completed", "step": 5}', encoding="utf-8")
+    (run / "summary.json").write_text('{"val/bpb": 1.5, "steps": 5}', encoding="utf-8")
+    return run
+
+
+@pytest.mark.parametrize("file, content, expected", [
+    ("status.json", "[1, 2]", "expected a JSON object"),
+    ("status.json", '{"status": "weird"}', "'status' must be one of"),
+    ("status.json", '{"status": "running", "step": "five"}', "'step' must be an integer"),
+    ("status.json", '{"status": "running", "launcher_pid": true}', "'launcher_pid' must be an integer"),
+    ("status.json", "{not json", "not valid JSON"),
+    ("summary.json", '{"val/bpb": "low"}', "'val/bpb' must be a number or null"),
+    ("summary.json", '"text"', "expected a JSON object"),
+    ("spec.yaml", "[a, b]", "expected a mapping"),
+    ("spec.yaml", "a: [", "not valid YAML"),
+])
+def test_a_malformed_run_is_skipped_and_named_not_fatal(tmp_path: Path, file: str, content: str, expected: str) -> None:
+    runs = tmp_path / "runs"
+    _good_run(runs, "good-1")
+    bad = _good_run(runs, "bad-1")
+    (bad / file).write_text(content, encoding="utf-8")
+    skipped: list[tuple[str, str]] = []
+    records = list_runs(runs, on_skip=lambda d, reason: skipped.append((d.name, reason)))
+    assert [r.run_id for r in records] == ["good-1"]
+    assert len(skipped) == 1 and skipped[0][0] == "bad-1" and expected in skipped[0][1]
+    assert str(bad / file) in skipped[0][1] and "\n" not in skipped[0][1]
+
+
+def test_fifos_and_devices_in_a_run_dir_are_refused_without_hanging(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    fifo_run = _good_run(runs, "fifo")
+    (fifo_run / "status.json").unlink()
+    os.mkfifo(fifo_run / "status.json")
+    zero_run = _good_run(runs, "zero")
+    (zero_run / "summary.json").unlink()
+    (zero_run / "summary.json").symlink_to("/dev/zero")
+    big_run = _good_run(runs, "big")
+    (big_run / "spec.yaml").write_text("name: x\n" + "#" * (2 << 20), encoding="utf-8")
+    skipped: dict[str, str] = {}
+    done = threading.Event()
+
+    def scan() -> None:
+        list_runs(runs, on_skip=lambda d, reason: skipped.__setitem__(d.name, reason))
+        done.set()
+
+    threading.Thread(target=scan, daemon=True).start()
+    assert done.wait(20), "reading the runs dir hung on a FIFO or a device"
+    assert "not a regular file" in skipped["fifo"] and "not a regular file" in skipped["zero"]
+    assert "bytes" in skipped["big"]
+    with pytest.raises(RunStoreError):
+        RunStore(fifo_run).read_status()
+
+
+def test_summary_is_strict_json_with_null_for_nan(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    store.write_summary({"val/bpb": math.nan, "best/val/bpb": math.inf, "nested": {"x": -math.inf}, "steps": 3})
+    text = store.summary_path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+
+    def strict(token: str) -> None:
+        raise ValueError(token)
+
+    data = json.loads(text, parse_constant=strict)  # a strict parser: NaN/Infinity would raise
+    assert data == {"val/bpb": None, "best/val/bpb": None, "nested": {"x": None}, "steps": 3}
+    store.append_metrics({"step": 1, "val/bpb": math.nan})
+    assert json.loads(store.metrics_path.read_text(), parse_constant=strict) == {"step": 1, "val/bpb": None}

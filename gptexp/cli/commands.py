@@ -23,8 +23,9 @@ from typing import Any, Callable
 
 import typer
 
-from gptexp.cli import evaluation, export, launch_file, report, run, runs, sweep, tokenizer
+from gptexp.cli import diff, evaluation, export, launch_file, report, run, runs, study, sweep, tokenizer
 from gptexp.cli.errors import exit_on_error
+from gptexp.contract import EXIT_SIGINT
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("generate", evaluation.generate),
     Command("export", export.export),
     Command("report", report.report),
+    Command("diff", diff.diff),
     Command("tokenizer train", tokenizer.train),
     Command("tokenizer export-hf", tokenizer.export_hf),
     Command("sweep", sweep.sweep, no_args_is_help=True),
+    Command("study", study.study, no_args_is_help=True),
     Command("launch-file", launch_file.launch_file),
 )
 
@@ -84,4 +87,4 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_SIGINT)

@@ -1,8 +1,8 @@
 """The one place where a command's errors become an exit code and a one-line message.
 
 Commands raise `CliError` (through `fail`) or let a domain error escape: a `SpecError` (bad spec
-or flag), a `RunStoreError` (no such run, a malformed run file) or a `TokenizerFileError` (a broken
-tokenizer file) all mean bad input, exit 2. The command table wraps every command in
+or flag), a `RunStoreError` (no such run, a malformed run file), a `TokenizerFileError` (a broken
+tokenizer file) or an `UnknownFieldError` (a spec field path no run has) all mean bad input, exit 2. The command table wraps every command in
 `exit_on_error`, which prints `error: <message>` on stderr (never a traceback) and exits with the
 code. Anything else is a bug and keeps its traceback.
 """
@@ -16,6 +16,7 @@ import typer
 from rich.text import Text
 
 from gptexp.cli.console import stderr
+from gptexp.contract import EXIT_BAD_INPUT
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -24,20 +25,13 @@ R = TypeVar("R")
 class CliError(Exception):
     """A failure the user can fix: shown as one line, exits with `code` (2 = bad input)."""
 
-    def __init__(self, message: str, code: int | None = None) -> None:
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
         super().__init__(message)
         self.message = message
-        self.code = bad_input_code() if code is None else code
+        self.code = code
 
 
-def bad_input_code() -> int:
-    """Exit code 2, from the module that defines the exit codes (imported only when failing)."""
-    from gptexp.launch import EXIT_BAD_INPUT
-
-    return EXIT_BAD_INPUT
-
-
-def fail(message: str, code: int | None = None) -> NoReturn:
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     """Stop the command with one short message and exit `code` (default 2, bad input)."""
     raise CliError(message, code)
 
@@ -47,12 +41,13 @@ def exit_code_for(error: Exception) -> int | None:
     if isinstance(error, CliError):
         return error.code
     # Imported here, when an error is being handled, so that importing the CLI stays cheap.
+    from gptexp.report.compare import UnknownFieldError
     from gptexp.spec import SpecError
     from gptexp.tokenizers.base import TokenizerFileError
     from gptexp.tracking import RunStoreError
 
-    if isinstance(error, (SpecError, RunStoreError, TokenizerFileError)):
-        return bad_input_code()
+    if isinstance(error, (SpecError, RunStoreError, TokenizerFileError, UnknownFieldError)):
+        return EXIT_BAD_INPUT
     return None
 
 

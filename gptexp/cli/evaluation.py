@@ -14,7 +14,8 @@ from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, resolve_run
 
 def eval_command(
     run: Annotated[str, typer.Argument(metavar="RUN", help="run id or directory")],
-    data: Annotated[Path, typer.Option("--data", help="any UTF-8 text file to evaluate on")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="any UTF-8 text file to evaluate on (with --metric: default the run's validation text)")] = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="masked | pll | pll_l2r: score hidden words of a frozen evaluation set (bits per byte of the words)")] = None,
     batches: Annotated[Optional[int], typer.Option("--batches", min=1, help="evaluate at most N batches (default: the whole file)")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="windows per batch")] = 32,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best (lowest val/bpb, falls back to last) or last")] = "best",
@@ -24,10 +25,23 @@ def eval_command(
 
     The run's own objective is used (MLM masks are seeded, so repeated evals agree). Characters a
     char tokenizer never saw count as <unk>, and their bytes still count in val/bpb.
+
+    With --metric (masked LMs): words of the text are hidden once (15%, seed 0, 100% <mask>) and priced in bits per byte: masked = all hidden words of a span masked, each token predicted independently (val/bpb) and by the chain rule inside the word (val/hw_l2r_bpb); pll = only the target word masked; pll_l2r = PLL-word-l2r, the word's tokens left to right. Words with characters outside the vocabulary are skipped (counted).
     """
     if checkpoint not in ("best", "last"):
         fail(f"--checkpoint {checkpoint!r}: expected best or last")
     run_dir = resolve_run(runs_dir, run)
+    if metric is not None:
+        from gptexp.scoring import METRIC_CHOICES
+
+        if metric not in METRIC_CHOICES:
+            fail(f"--metric {metric!r}: expected one of {', '.join(METRIC_CHOICES)}")
+        from gptexp.study.evaluate import score_text
+
+        print(json.dumps(score_text(run_dir, read_text_file(data, "--data") if data else None, METRIC_CHOICES[metric], checkpoint)))
+        return
+    if data is None:
+        fail("--data FILE: give a text to evaluate on (or --metric to score the run's validation text)")
     text = read_text_file(data, "--data")
     from gptexp.evaluate import evaluate_text, load_trained_run
 

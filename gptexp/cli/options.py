@@ -8,10 +8,9 @@ from typing import Annotated
 import typer
 
 from gptexp.cli.errors import fail
+from gptexp.contract import ENV_RUNS_DIR
 
-RUNS_DIR_ENV = "GPTEXP_RUNS_DIR"
-
-RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar=RUNS_DIR_ENV, help="where runs live (env GPTEXP_RUNS_DIR)")]
+RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar=ENV_RUNS_DIR, help=f"where runs live (env {ENV_RUNS_DIR})")]
 """Every command that reads or writes runs takes this option, with this default: `Path("runs")`."""
 
 DEFAULT_RUNS_DIR = Path("runs")

@@ -20,7 +20,9 @@ def report(
     group: Annotated[Optional[str], typer.Option("--group", help="the runs of this W&B group")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="the trials of this Optuna study (adds its optimization plots)")] = None,
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL of --study (default: the runs dir's own)", envvar="GPTEXP_OPTUNA_STORAGE", show_envvar=False)] = None,
-    by: Annotated[Optional[str], typer.Option("--by", help="group runs by a spec field and compare (e.g. tokenizer.kind: char vs BPE, mean ± std)")] = None,
+    by: Annotated[Optional[str], typer.Option("--by", help="group runs by a spec field (e.g. tokenizer.kind), mean ± std over runs that differ in the seed alone; runs that differ in more are split into groups labelled by what differs")] = None,
+    ignore: Annotated[Optional[list[str]], typer.Option("--ignore", metavar="FIELD", help="with --by: a spec field whose differences may still be averaged, like the seed (repeatable)")] = None,
+    title: Annotated[Optional[str], typer.Option("--title", help="the report's title (default: derived from what the runs differ in)")] = None,
     out: Annotated[Path, typer.Option("--out", help="HTML file to write; a Markdown twin goes beside it")] = Path("report.html"),
     to_wandb: Annotated[bool, typer.Option("--wandb", help="also publish a W&B Report (needs tracking online and a login)")] = False,
     entity: Annotated[Optional[str], typer.Option("--entity", help="W&B entity for --wandb")] = None,
@@ -29,12 +31,15 @@ def report(
 ) -> None:
     """Compare runs in one self-contained HTML report (and a Markdown twin).
 
-    It holds a summary table led by val/bpb, curves against steps and against bytes of text seen
-    (the fair x-axis across tokenizers), a grouped comparison (--by tokenizer.kind: mean ± std
-    over seeds), and for --study the optimization history, parameter importances and parallel
-    coordinates. Running, crashed and failed runs are shown with their status.
+    It holds a summary table led by val/bpb, a table of the spec fields that differ between the
+    runs, curves against steps and against bytes of text seen (the fair x-axis across tokenizers),
+    a grouped comparison (--by tokenizer.kind: mean ± std over runs that differ in the seed alone;
+    unlike runs are split, never averaged), and for --study the trials with one column per
+    hyperparameter and the optimization history, parameter importances and parallel coordinates.
+    Running, crashed and failed runs are shown with their status. The title says what the runs
+    compare (or give --title).
     """
-    from gptexp.report import build_report, filter_runs
+    from gptexp.report import build_report, check_field, filter_runs
     from gptexp.tracking import list_runs, load_run, run_dir_for
 
     runs_dir = checked_runs_dir(runs_dir)
@@ -42,16 +47,18 @@ def report(
         fail("give RUN ids, or --group, or --study, not several")
     if out.exists() and out.is_dir():
         fail(f"--out {out}: is a directory, expected an .html file path")
-    if by is not None and not all(part.isidentifier() for part in by.split(".")):
-        fail(f"--by {by!r}: expected a dotted spec field such as tokenizer.kind")
+    if ignore and by is None:
+        fail("--ignore goes with --by")
     if run_ids:
         records = [load_run(run_dir_for(runs_dir, run)) for run in run_ids]  # RunStoreError: exit 2
     else:
         records = filter_runs(list_runs(runs_dir), group=group, study=study)
     if not records:
         fail(f"no runs to report in {runs_dir}" + (f" (group {group!r})" if group else "") + (f" (study {study!r})" if study else ""))
+    for flag, path in ([("--by", by)] if by else []) + [("--ignore", field) for field in ignore or []]:
+        check_field(path, records, flag)  # UnknownFieldError (nearest paths suggested): exit 2
     optuna_study = _load_study(study, storage, runs_dir) if study else None
-    paths = build_report(records, out, by=by, study=optuna_study)
+    paths = build_report(records, out, by=by, study=optuna_study, title=title, ignore=ignore or ())
     stdout.print(f"report: {paths.html}", highlight=False, markup=False, soft_wrap=True)
     stdout.print(f"markdown: {paths.markdown}", highlight=False, markup=False, soft_wrap=True)
     if to_wandb:
@@ -59,7 +66,8 @@ def report(
 
         if not entity:
             fail("--wandb needs --entity (your W&B user or team)")
-        url = publish_wandb_report(build_wandb_report(records, entity=entity, project=project, by=by))
+        url = publish_wandb_report(build_wandb_report(records, entity=entity, project=project, by=by,
+                                                      title=title, ignore=ignore or ()))
         stdout.print(f"W&B report: {url}", highlight=False, markup=False)
 
 

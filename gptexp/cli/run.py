@@ -27,12 +27,16 @@ def run(
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="run id shared by every node of a multi-node run")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="human name of the run (the run id is derived from it)")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", metavar="RUN", help="continue a stopped or crashed run (id or directory)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="with --resume: resume although status.json says another host runs it (that host cannot be checked from here); never overrides a live lock")] = False,
+    accept_corpus_change: Annotated[bool, typer.Option("--accept-corpus-change", help="continue a run (--resume, or a requeued multi-node job) although data.path changed since it started; refused if the tokenizer would change")] = False,
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
 ) -> None:
     """Validate SPEC, launch a torchrun job that trains it, and print the run directory.
 
-    Exit codes: 0 completed, 1 failed, 2 bad input, 3 pruned (sweeps), 130/143 interrupted (a
-    checkpoint was written; continue with `gptexp run --resume RUN`).
+    Exit codes: 0 completed, 1 failed, 2 bad input (also: the run is in use by another process, or
+    already completed), 3 pruned (sweeps), 130/143 interrupted (a checkpoint was written; continue
+    with `gptexp run --resume RUN`). A multi-node run needs --run-id; running the same command
+    again (a requeued job) continues that run from its last checkpoint.
     """
     from gptexp import launch
 
@@ -40,14 +44,17 @@ def run(
     if resume is not None:
         if spec_path is not None or overrides or name:
             fail("--resume RUN continues a run as it was: give no SPEC, --set or --name with it")
-        result = launch.resume_run(runs_dir, resume, progress=note)
+        result = launch.resume_run(runs_dir, resume, progress=note, force=force,
+                                   accept_corpus_change=accept_corpus_change)
     else:
+        if force:
+            fail("--force goes with --resume RUN")
         if spec_path is None:
             fail("missing SPEC (a YAML experiment spec), or --resume RUN")
         spec = _load_spec_with_flags(spec_path, overrides or [], nproc, nnodes, rdzv_endpoint, run_id, name)
         if spec.launch.run_id is not None:
             _check_run_id(spec.launch.run_id)
-        result = launch.start_run(spec, runs_dir, progress=note)
+        result = launch.start_run(spec, runs_dir, progress=note, accept_corpus_change=accept_corpus_change)
     _print_outcome(result)
     raise typer.Exit(result.exit_code)
 
@@ -86,9 +93,5 @@ def _print_outcome(result: LaunchResult) -> None:
                      markup=False, soft_wrap=True)
     if result.status == "interrupted":
         stdout.print(f"resume with:   gptexp run --resume {result.run_id}", highlight=False, markup=False)
-    if result.status == "failed":
-        from gptexp.tracking import RunStore
-
-        error = RunStore(result.run_dir).read_status().get("error")
-        if error:
-            print_error(str(error))
+    if result.status == "failed" and result.error:
+        print_error(result.error)

@@ -18,6 +18,7 @@ from rich.text import Text
 from gptexp.cli.console import stdout, wide_console
 from gptexp.cli.errors import fail
 from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, checked_runs_dir
+from gptexp.contract import EXIT_SIGINT, EXIT_SIGTERM
 
 STATUS = "status"
 POSTGRES_HINT = "for PostgreSQL: pip install 'gptexp[postgres]'"
@@ -79,7 +80,7 @@ def _run(path: Path, n_trials: int | None, workers: int | None, storage: str | N
     status = _load_status(result.storage_url, result.study_name)
     if status is not None:
         _print_status(status)
-    if result.exit_code in (130, 143):
+    if result.exit_code in (EXIT_SIGINT, EXIT_SIGTERM):
         stdout.print(f"interrupted: resume with the same command (gptexp sweep {path} ...)", highlight=False, markup=False)
     raise typer.Exit(result.exit_code)
 

@@ -437,16 +437,27 @@ def _ensure_kinds_registered() -> None:
 CUSTOM_KIND = "custom"  # a file holding a custom tokenizer: {"target": "pkg.mod:Name", "state": to_dict()}
 
 
+def _custom_file(tok: Any) -> dict[str, Any]:
+    cls = type(tok)
+    return {"format": FILE_FORMAT, "version": FILE_VERSION, "kind": CUSTOM_KIND,
+            "target": f"{cls.__module__}:{cls.__qualname__}", "state": tok.to_dict()}
+
+
+def tokenizer_fingerprint(tok: Any) -> str:
+    """sha256 of what defines any tokenizer (Tokenizer.fingerprint; for a custom one its import
+    path and to_dict() state): equal tokenizers encode alike, so encoded caches key on it."""
+    if isinstance(tok, Tokenizer):
+        return tok.fingerprint()
+    return hashlib.sha256(canonical_json(_custom_file(tok)).encode("utf-8")).hexdigest()
+
+
 def save_tokenizer(tok: Any, path: str | Path) -> None:
     """Write any tokenizer as a gptexp tokenizer file: a built-in kind as itself, a custom class
     (gptexp.protocols.TokenizerLike) as its import path and its to_dict() state."""
     if isinstance(tok, Tokenizer):
         tok.save(path)
         return
-    cls = type(tok)
-    d = {"format": FILE_FORMAT, "version": FILE_VERSION, "kind": CUSTOM_KIND,
-         "target": f"{cls.__module__}:{cls.__qualname__}", "state": tok.to_dict()}
-    Path(path).write_text(readable_json(d), encoding="utf-8")
+    Path(path).write_text(readable_json(_custom_file(tok)), encoding="utf-8")
 
 
 def _load_custom(d: dict[str, Any], where: str) -> Any:

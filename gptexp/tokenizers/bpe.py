@@ -218,6 +218,19 @@ def train_bpe(
     the merges and the special tokens. If the text runs out of pairs first,
     training stops early and the tokenizer is smaller than asked for."""
     check_pattern(pattern)
+    return train_bpe_from_counts(chunk_counts(text, pattern), vocab_size, pattern, special_tokens, progress)
+
+
+def train_bpe_from_counts(
+    counts: Mapping[bytes, int],
+    vocab_size: int = 2048,
+    pattern: str = "gpt4",
+    special_tokens: Iterable[str] = DEFAULT_SPECIAL_TOKENS,
+    progress: Progress | None = None,
+) -> "BPETokenizer":
+    """train_bpe from chunk counts (chunk_counts of the text, or their sum over pieces of it: the
+    counts of a text cut at chunk boundaries add up, so streamed training gives the same merges)."""
+    check_pattern(pattern)
     specials = check_special_tokens(special_tokens)
     if type(vocab_size) is not int and not isinstance(vocab_size, np.integer):
         raise TypeError(f"vocab_size must be an int, got {vocab_size!r}")
@@ -227,7 +240,7 @@ def train_bpe(
             f"vocab_size {vocab_size} is too small: a byte-level BPE needs at least "
             f"256 byte tokens + {len(specials)} special tokens = {minimum}"
         )
-    merges = learn_merges(chunk_counts(text, pattern), int(vocab_size) - minimum, progress)
+    merges = learn_merges(counts, int(vocab_size) - minimum, progress)
     return BPETokenizer(merges, pattern=pattern, special_tokens=specials)
 
 

@@ -83,9 +83,45 @@ def test_report_of_a_study_and_of_named_runs(store, tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, message", [
     (["report", "no-such-run"], "no such run"),
     (["report", "--group", "nothing-here"], "no runs to report"),
-    (["report", "--by", "tokenizer kind!"], "expected a dotted spec field"),
+    (["report", "--by", "tokenizer kind!"], "no run's spec has this field"),
+    (["report", "--by", "optim.foo"], "no run's spec has this field"),
+    (["report", "--by", "tokenizer.knd"], "did you mean tokenizer.kind"),
+    (["report", "--by", "tokenizer.kind", "--ignore", "optim.lrr"], "did you mean optim.lr"),
+    (["report", "--ignore", "optim.lr"], "--ignore goes with --by"),
     (["report", "x", "--group", "g"], "not several"),
 ])
 def test_report_bad_input(store, args: list[str], message: str) -> None:
     result = run_cli([*args, "--runs-dir", str(store.runs_dir)])
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_diff_of_three_runs_shows_exactly_the_fields_that_differ(tmp_path: Path) -> None:
+    import yaml
+
+    from tests.fixtures_runs import write_run
+
+    runs = tmp_path / "runs"
+    for run_id, seed, bpb in (("a", 1, 2.10), ("b", 2, 2.14), ("c", 1, 2.00)):
+        write_run(runs, run_id, name="same", tokenizer="char", seed=seed, final_bpb=bpb)
+    spec_path = runs / "c" / "spec.yaml"
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["optim"]["lr"] = 3e-3
+    spec_path.write_text(yaml.safe_dump(spec))
+
+    result = run_cli(["diff", "a", "b", "c", "--json", "--runs-dir", str(runs)])
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["runs"] == ["a", "b", "c"]
+    assert shown["fields"] == {"seed": [1, 2, 1], "optim.lr": [1e-3, 1e-3, 3e-3]}
+    assert shown["metrics"]["val/bpb"] == [2.10, 2.14, 2.00]
+    assert shown["metrics"]["best/val/bpb"] == [2.10, 2.14, 2.00]
+    assert shown["metrics"]["status"] == ["completed"] * 3
+
+    table = run_cli(["diff", "a", "b", "c", "--runs-dir", str(runs)]).stdout
+    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines() if line.strip()}
+    assert rows["seed"] == ["1", "2", "1"] and rows["optim.lr"] == ["0.001", "0.001", "0.003"]
+    assert "name" not in rows and "tokenizer.kind" not in rows  # equal fields are not shown
+
+    for args, message in ((["a"], "at least two runs"), (["a", "zz"], "no such run"), (["a", "a"], "named twice")):
+        bad = run_cli(["diff", *args, "--runs-dir", str(runs)])
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
