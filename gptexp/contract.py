@@ -90,6 +90,7 @@ ENV_LAUNCHER_PID: Final = "GPTEXP_LAUNCHER_PID"  # workers stop when this proces
 ENV_START_DIR: Final = "GPTEXP_START_DIR"  # where `gptexp` started: custom components import from there
 ENV_RDZV_TIMEOUT: Final = "GPTEXP_RDZV_TIMEOUT"  # seconds a multi-node rendezvous may take to form
 ENV_RDZV_PORT: Final = "GPTEXP_RDZV_PORT"  # generated Slurm scripts: rendezvous port
+ENV_CONSOLE_LOG: Final = "GPTEXP_CONSOLE_LOG"  # rank 0 appends its console lines here (output.log)
 ENV_REQUIRE_SERVICES: Final = "GPTEXP_REQUIRE_SERVICES"  # tests: a missing service fails, not skips
 ENV_PEAK_TFLOPS: Final = "GPTEXP_PEAK_TFLOPS"  # dense bf16 peak of a GPU missing from gptexp/mfu.py's table
 # sweep trials (the storage URL may hold a password: it travels in the environment only)
@@ -108,6 +109,8 @@ STATUS_FILE: Final = "status.json"
 METRICS_FILE: Final = "metrics.jsonl"
 SUMMARY_FILE: Final = "summary.json"
 TOKENIZER_FILE: Final = "tokenizer.json"
+LAUNCHES_FILE: Final = "launches.jsonl"  # one line per launch: command line, overrides, machine facts
+OUTPUT_LOG: Final = "output.log"  # the run's console: launcher, torchrun and rank 0, every segment appended
 CHECKPOINT_DIR: Final = "checkpoints"
 LAST_CHECKPOINT: Final = "last.pt"
 BEST_CHECKPOINT: Final = "best.pt"

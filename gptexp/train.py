@@ -101,6 +101,7 @@ class Counters:
     tokens_seen: int = 0
     bytes_seen: int = 0
     train_time_s: float = 0.0
+    earlier_wall_time_s: float = 0.0  # wall time of the segments before a resume
     best_val_bpb: float = math.inf
     best_step: int = -1
     last_eval: dict[str, float] = field(default_factory=dict)
@@ -151,7 +152,8 @@ class Trainer:
         if self.ctx.distributed:
             device_ids = [self.ctx.local_rank] if self.ctx.device.type == "cuda" else None
             # The model's buffers (causal mask, RoPE tables) are constants: no per-step broadcast.
-            wrapped = DistributedDataParallel(wrapped, device_ids=device_ids, broadcast_buffers=False)
+            # (forward_sync_buffers, not the deprecated broadcast_buffers that warns in every rank.)
+            wrapped = DistributedDataParallel(wrapped, device_ids=device_ids, forward_sync_buffers=False)
         self.train_model = wrapped
         self.autocast_dtype = self._autocast_dtype()
         self.cuda = self.ctx.device.type == "cuda"
@@ -291,6 +293,7 @@ class Trainer:
         progress = TrainingProgress(spec.train.max_steps, counters.step, enabled=self.ctx.is_main)
         if counters.step == 0:
             self._log_eval(self.evaluate())
+            progress.evaluated(counters.step, counters.last_eval, counters.best_val_bpb)
         # tokens/s counts training steps only (evals and checkpoints in between are left out)
         interval_time, interval_tokens = 0.0, 0
         status = C.COMPLETED
@@ -318,6 +321,7 @@ class Trainer:
                 if step % spec.train.eval_every == 0 or last:
                     metrics = self.evaluate()
                     self._log_eval(metrics)
+                    progress.evaluated(step, metrics, counters.best_val_bpb)
                     if self.pruner is not None and self._should_prune(metrics):
                         status = C.PRUNED
                         break
@@ -396,6 +400,7 @@ class Trainer:
             "rng": {"torch_per_rank": gathered,
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "counters": {"tokens_seen": c.tokens_seen, "bytes_seen": c.bytes_seen, "train_time_s": c.train_time_s,
+                         "wall_time_s": self.wall_time(),
                          "best_val_bpb": c.best_val_bpb, "best_step": c.best_step,
                          "last_train_loss": c.last_train_loss},
             "last_eval": dict(c.last_eval),
@@ -420,14 +425,20 @@ class Trainer:
         c.step = int(state["step"])
         c.tokens_seen, c.bytes_seen = int(counters["tokens_seen"]), int(counters["bytes_seen"])
         c.train_time_s = float(counters["train_time_s"])
+        c.earlier_wall_time_s = float(counters.get("wall_time_s", 0.0))  # absent in older checkpoints
         c.best_val_bpb, c.best_step = float(counters["best_val_bpb"]), int(counters["best_step"])
         c.last_train_loss = float(counters["last_train_loss"])
         c.last_eval = dict(state.get("last_eval", {}))
 
     # -- clean up ---------------------------------------------------------------------------
+    def wall_time(self) -> float:
+        """Seconds this run has trained in all its segments: earlier ones (up to their last
+        checkpoint) plus this process's since it started."""
+        return self.counters.earlier_wall_time_s + time.time() - self.started
+
     def summary(self, status: str) -> dict[str, Any]:
         c, spec = self.counters, self.spec
-        wall = time.time() - self.started
+        wall = self.wall_time()
         trial = os.environ.get(C.ENV_TRIAL)
         return {
             C.SUMMARY_RUN_ID: self.store.run_id,
@@ -478,6 +489,7 @@ class TrainingProgress:
     def __init__(self, total: int, start: int, enabled: bool) -> None:
         self.total, self.enabled = total, enabled
         self.interactive = enabled and sys.stdout.isatty()
+        self.log_path = os.environ.get(C.ENV_CONSOLE_LOG) if enabled else None
         self.started = time.perf_counter()
         self.start_step = start
         self.bar: Any = None
@@ -501,13 +513,37 @@ class TrainingProgress:
     def update(self, step: int, loss: float, tokens_per_sec: float) -> None:
         if not self.enabled:
             return
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, loss=f"{loss:.4f}", speed=f"{tokens_per_sec:,.0f}")
-            return
         done = step - self.start_step
         elapsed = time.perf_counter() - self.started
         eta = elapsed / done * (self.total - step) if done else 0.0
-        print(f"step {step}/{self.total} | loss {loss:.4f} | {tokens_per_sec:,.0f} tok/s | eta {eta:.0f}s", flush=True)
+        line = f"step {step}/{self.total} | loss {loss:.4f} | {tokens_per_sec:,.0f} tok/s | eta {eta:.0f}s"
+        self._keep(line)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, loss=f"{loss:.4f}", speed=f"{tokens_per_sec:,.0f}")
+        else:
+            print(line, flush=True)
+
+    def _keep(self, line: str) -> None:
+        """Append a console line to the run's output.log (when the launcher asked for it)."""
+        if self.log_path is None:
+            return
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as log:
+                log.write(line + "\n")
+        except OSError:
+            self.log_path = None  # a full disk must not stop training; metrics.jsonl has the numbers
+
+    def evaluated(self, step: int, metrics: dict[str, float], best_bpb: float) -> None:
+        """One line per eval: the numbers that matter, val/bpb first among them, and the best so far."""
+        if not self.enabled:
+            return
+        line = (f"eval step {step}/{self.total} | val/loss {metrics[C.VAL_LOSS]:.4f} | val/bpb {metrics[C.VAL_BPB]:.4f}"
+                f" | val/acc {metrics[C.VAL_ACC]:.4f} | best val/bpb {best_bpb:.4f}")
+        self._keep(line)
+        if self.bar is not None:
+            self.bar.console.print(line, markup=False, highlight=False)  # above the bar, which stays
+        else:
+            print(line, flush=True)
 
 
 def git_commit() -> str | None:

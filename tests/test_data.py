@@ -254,3 +254,19 @@ def test_an_hf_tokenizer_without_byte_level_stores_bytes_per_token(tmp_path: Pat
     assert int(np.asarray(split.byte_counts, dtype=np.int64).sum()) == len(raw) - round(len(raw) * 0.1)
     window = sample_windows(split, 4, 9, torch.Generator().manual_seed(0))
     assert int(window.byte_counts.min()) >= 1
+
+
+def test_progress_is_plain_lines_with_rate_and_eta_off_a_terminal() -> None:
+    from gptexp.data.progress import ByteProgress
+
+    lines: list[str] = []
+    with ByteProgress("encoding", 4_000_000, lines.append, tty=False, every_s=0.0) as bar:
+        bar.advance(1_000_000)
+        bar.advance(1_000_000)
+    assert lines[0] == "encoding: 4.0 MB"
+    assert lines[1].startswith("encoding: 25% (1.0 of 4.0 MB,") and "MB/s" in lines[1] and "ETA" in lines[1]
+    assert lines[-1].startswith("encoding: done, 2.0 MB in")
+    quiet: list[str] = []
+    with ByteProgress("encoding", 4_000_000, quiet.append, tty=True) as bar:  # a rich bar on stderr instead
+        bar.advance(4_000_000)
+    assert len(quiet) == 1 and "done" in quiet[0]

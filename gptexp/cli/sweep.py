@@ -17,7 +17,7 @@ from rich.text import Text
 
 from gptexp.cli.console import stdout, wide_console
 from gptexp.cli.errors import fail
-from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, checked_runs_dir
+from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, checked_runs_dir, writable_runs_dir
 from gptexp.contract import EXIT_SIGINT, EXIT_SIGTERM
 
 STATUS = "status"
@@ -53,6 +53,7 @@ def sweep(
         fail(f"unexpected argument {study_name!r}: STUDY goes with `gptexp sweep status`; use --study NAME to name a sweep's study")
     if as_json:
         fail("--json goes with `gptexp sweep status`")
+    writable_runs_dir(runs_dir)
     _run(Path(target), n_trials, workers, storage, study, overrides or [], runs_dir)
 
 
@@ -63,7 +64,11 @@ def _run(path: Path, n_trials: int | None, workers: int | None, storage: str | N
 
     flags = [f"{key}={value}" for key, value in (("n_trials", n_trials), ("workers", workers)) if value is not None]
     spec = load_sweep_spec(path, overrides + flags, study=study, storage=storage)
-    check_data_file(spec.build_experiment({}))
+    base = spec.build_experiment({})
+    check_data_file(base)
+    from gptexp import preflight
+
+    preflight.check(base)  # a device this machine lacks would fail every trial; each trial is checked again
 
     from gptexp.sweep.runner import Sweep
     from gptexp.redaction import redact

@@ -38,6 +38,7 @@ from gptexp.spec import ExperimentSpec
 
 Message = Callable[[str], None]
 SINGLE_PROCESS_BYTES = 4 << 20  # below this, a pool costs more than it saves
+ENCODE_CACHE_CHUNKS = 500_000  # distinct chunks a BPE encoder remembers before it starts afresh
 
 
 def sha256_text(text: str) -> str:
@@ -88,15 +89,12 @@ class Layout:
 
     def pieces(self, target_chars: int, pattern: str, only: str | None = None) -> Iterator[tuple[str, str]]:
         """(split, piece) for every piece of every split (or of the split `only`), in order."""
-        for split, texts in self.split_texts():
-            if only is not None and split != only:
-                if split == "train":
-                    break  # train comes first in the stream: nothing after it is needed
-                continue
-            for piece in cut_pieces(texts, target_chars, pattern):
-                yield split, piece
-            if only == split:
-                break
+        for split, texts in self.split_texts():  # a split not asked for is skipped unread by groupby
+            if only is None or split == only:
+                for piece in cut_pieces(texts, target_chars, pattern):
+                    yield split, piece
+                if only is not None:
+                    return
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,7 +141,10 @@ def _count_piece(item: tuple[str, str]) -> tuple[int, Any]:
 
 def _encode_piece(item: tuple[str, str]) -> tuple[str, int, np.ndarray, np.ndarray | None, np.ndarray | None]:
     split, text = item
-    encoded = _WORKER["tokenizer"].encode_for_training(text)
+    tokenizer = _WORKER["tokenizer"]
+    if getattr(tokenizer, "cache_size", 0) > ENCODE_CACHE_CHUNKS:  # bound a worker's memory on big corpora
+        tokenizer.clear_cache()
+    encoded = tokenizer.encode_for_training(text)
     ids = np.asarray(encoded.ids).astype(_WORKER["dtype"])
     words = np.asarray(encoded.word_starts, dtype=bool) if _WORKER["words"] else None
     counts = np.asarray(encoded.byte_counts).astype("<u4") if _WORKER["byte_counts"] else None

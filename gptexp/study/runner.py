@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from gptexp.data import prepare_data, split_text
+from gptexp.data import prepare_data
 from gptexp.evalset import EvalSet, arm_view, build_evalset
 from gptexp.launch import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, resume_run, start_run
 from gptexp.spec import DataSpec, ExperimentSpec, SpecError, resolve_paths
@@ -61,8 +61,11 @@ def arm_seeds(study: StudySpec, arm: str) -> list[int]:
 
 
 def corpus_splits(spec: ExperimentSpec) -> dict[str, str]:
-    text = Path(spec.data.path).read_bytes().decode("utf-8")
-    return split_text(text, spec.data.val_fraction, spec.data.test_fraction)
+    """The text of each split, cut exactly as the trainer's data is (gptexp.data's layout)."""
+    from gptexp.data.prepare import Layout
+
+    texts = {split: "".join(blocks) for split, blocks in Layout(spec).split_texts()}
+    return {split: texts.get(split, "") for split in ("train", "test", "val")}
 
 
 @dataclass
@@ -195,7 +198,9 @@ class StudyRunner:
         spec = self.study.arm_spec(arm, point)
         fraction = self.study.tune.steps_fraction
         steps = max(1, round(spec.train.max_steps * fraction))
-        spec.data = DataSpec(path=str(self.dev_corpus()), val_fraction=self.study.tune.dev_fraction, test_fraction=0.0)
+        spec.data = DataSpec.model_validate({**spec.data.model_dump(), "path": str(self.dev_corpus()), "format": "text",
+                                             "val_path": None, "val_fraction": self.study.tune.dev_fraction,
+                                             "test_fraction": 0.0})
         spec.train.max_steps = steps
         spec.train.eval_every = min(spec.train.eval_every, steps)
         spec.train.checkpoint_every = min(spec.train.checkpoint_every, steps)
@@ -334,12 +339,10 @@ def score_run(run_dir: Path, evalsets: dict[str, tuple[EvalSet, str]], views: di
 
 def study_status(runs_dir: Path, name: str) -> list[tuple[str, str]]:
     """(what, state) for every piece of a study, in the order the runner does them."""
-    from gptexp.spec import SpecError as _SpecError
-
     directory = study_dir(runs_dir, name)
     raw = read_json(directory / "study.json")
     if raw is None:
-        raise _SpecError(f"study {name!r}: not found in {runs_dir / STUDIES_DIR}")
+        raise SpecError(f"study {name!r}: not found in {runs_dir / STUDIES_DIR}")
     study = StudySpec.model_validate(raw)
     rows: list[tuple[str, str]] = []
     rows.append(("data and tokenizers", "done" if (directory / "arms.json").exists() else "to do"))

@@ -188,13 +188,10 @@ def load_study(path: str | Path) -> StudySpec:
         study = StudySpec.model_validate(raw)
     except ValidationError as error:
         raise SpecError(format_validation_error(error, str(path))) from None
-    data = study.base.setdefault("data", {})
-    if isinstance(data, dict) and "path" in data:
-        data["path"] = str(Path(data["path"]).expanduser().resolve())
-    for arm in study.arms.values():
-        arm_data = arm.set.get("data")
-        if isinstance(arm_data, dict) and "path" in arm_data:
-            arm_data["path"] = str(Path(arm_data["path"]).expanduser().resolve())
+    for data in [study.base.get("data")] + [arm.set.get("data") for arm in study.arms.values()]:
+        for key in ("path", "val_path"):
+            if isinstance(data, dict) and isinstance(data.get(key), str):
+                data[key] = str(Path(data[key]).expanduser().resolve())
     for held in study.evaluation.held_out:
         held.path = str(Path(held.path).expanduser().resolve())
     check_study(study, str(path))

@@ -346,7 +346,16 @@ class BPETokenizer(Tokenizer):
     def clear_cache(self) -> None:
         self._cache.clear()
 
+    @property
+    def cache_size(self) -> int:
+        """Chunks in the encode cache (a long-running encoder clears it now and then)."""
+        return len(self._cache)
+
     # -- file format -------------------------------------------------------------
+
+    @classmethod
+    def from_spec(cls, spec: Any, train_text: str) -> BPETokenizer:
+        return train_bpe(train_text, vocab_size=spec.vocab_size, pattern=spec.pattern, special_tokens=spec.special_tokens)
 
     def _content(self) -> dict[str, Any]:
         return {"merges": [[a, b] for a, b in self._merges]}
