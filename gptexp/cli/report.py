@@ -9,7 +9,7 @@ import typer
 
 from gptexp.cli.console import note, stdout
 from gptexp.cli.errors import fail
-from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, checked_runs_dir
+from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, checked_runs_dir, writable_file
 from gptexp.contract import ENV_OPTUNA_STORAGE
 
 if TYPE_CHECKING:
@@ -46,8 +46,6 @@ def report(
     runs_dir = checked_runs_dir(runs_dir)
     if run_ids and (group or study):
         fail("give RUN ids, or --group, or --study, not several")
-    if out.exists() and out.is_dir():
-        fail(f"--out {out}: is a directory, expected an .html file path")
     if ignore and by is None:
         fail("--ignore goes with --by")
     if run_ids:
@@ -58,6 +56,7 @@ def report(
         fail(f"no runs to report in {runs_dir}" + (f" (group {group!r})" if group else "") + (f" (study {study!r})" if study else ""))
     for flag, path in ([("--by", by)] if by else []) + [("--ignore", field) for field in ignore or []]:
         check_field(path, records, flag)  # UnknownFieldError (nearest paths suggested): exit 2
+    writable_file(out, "--out")
     optuna_study = _load_study(study, storage, runs_dir) if study else None
     paths = build_report(records, out, by=by, study=optuna_study, title=title, ignore=ignore or ())
     stdout.print(f"report: {paths.html}", highlight=False, markup=False, soft_wrap=True)
