@@ -216,15 +216,21 @@ def run_torchrun(command: list[str], store: RunStore, extra_env: dict[str, str] 
 
     env = {**os.environ, **(extra_env or {}), C.ENV_LAUNCHER_PID: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
     env.setdefault(C.ENV_START_DIR, str(start_dir()))  # custom components import from here in the workers
+    # torchrun sets 1 thread per rank anyway, but prints a banner saying so unless it is already set.
+    env.setdefault("OMP_NUM_THREADS", "1")
     status_before = _status_mtime(store)
     started = time.monotonic()
     output = open(log_path, "ab") if log_path else None
+    received: list[int] = []
+    if output is None:  # a console: rank 0 prints there and also appends its lines to output.log
+        env[C.ENV_CONSOLE_LOG] = str(store.output_log)
     # torchrun gets its own session: a Ctrl-C in the terminal reaches only us, and we forward it
     # exactly once (torchrun passes it on to every worker, which checkpoints and stops).
-    process = subprocess.Popen(command, env=env, start_new_session=True, stdout=output, stderr=output)
+    process = subprocess.Popen(command, env=env, start_new_session=True, stdout=output,
+                               stderr=output if output else subprocess.PIPE)
+    pump = None if output else _pump_stderr(process, store.output_log, interrupted=lambda: bool(received))
     if on_start is not None:
         on_start(process)
-    received: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
         if not received:
@@ -235,6 +241,8 @@ def run_torchrun(command: list[str], store: RunStore, extra_env: dict[str, str] 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)} if on_main_thread else {}
     try:
         torchrun_code = process.wait()
+        if pump is not None:
+            pump.join(timeout=30)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -268,6 +276,35 @@ def run_torchrun(command: list[str], store: RunStore, extra_env: dict[str, str] 
         store.write_status(C.FAILED, error=f"workers stopped without recording an outcome ({reason})")
         return EXIT_FAILED
     return code
+
+
+def _pump_stderr(process: subprocess.Popen, log_path: Path, interrupted: Callable[[], bool]) -> threading.Thread:
+    """Copy torchrun's and the workers' stderr to ours and to output.log, line by line.
+
+    Once the run is interrupted (Ctrl-C, SIGTERM), stderr goes to output.log only: what follows is
+    torchrun's shutdown (its agent prints a SignalException traceback on SIGINT) and says nothing
+    the launcher's "interrupted ... resume with" lines do not.
+    """
+    def copy() -> None:
+        try:
+            log = open(log_path, "ab")
+        except OSError:
+            log = None
+        with process.stderr:
+            for line in iter(process.stderr.readline, b""):
+                if log is not None:
+                    log.write(line)
+                    log.flush()
+                if not interrupted():
+                    console = getattr(sys.stderr, "buffer", None)  # absent when a test swaps sys.stderr
+                    console.write(line) if console is not None else sys.stderr.write(line.decode(errors="replace"))
+                    sys.stderr.flush()
+        if log is not None:
+            log.close()
+
+    thread = threading.Thread(target=copy, name="torchrun-stderr", daemon=True)
+    thread.start()
+    return thread
 
 
 def _hosted_rank_zero(store: RunStore) -> bool:
@@ -309,10 +346,11 @@ def check_corpus_unchanged(store: RunStore, prepared: PreparedData, accept_chang
 def launch(spec: ExperimentSpec, store: RunStore, resume: bool, extra_env: dict[str, str] | None = None,
            log_path: Path | None = None, progress: Callable[[str], None] = lambda m: None,
            on_start: Callable[[subprocess.Popen], None] | None = None,
-           accept_corpus_change: bool = False) -> LaunchResult:
+           accept_corpus_change: bool = False, overrides: list[str] | None = None) -> LaunchResult:
     """Prepare data for `store`'s run and train it; every outcome ends up in status.json.
 
-    The caller holds the run's lock (see `start_run`, `resume_run`).
+    The caller holds the run's lock (see `start_run`, `resume_run`). Each launch appends its
+    command line, `overrides` (the user's --set values) and machine facts to launches.jsonl.
     """
     # A multi-node launcher cannot know before the rendezvous whether it hosts rank 0, so only a
     # single-node launcher marks the run running this early (rank 0 does it on every node).
@@ -324,6 +362,9 @@ def launch(spec: ExperimentSpec, store: RunStore, resume: bool, extra_env: dict[
 
     try:
         record(C.RUNNING, launcher_pid=os.getpid(), worker_pid=None, error=None, signal=None)
+        from gptexp.runrecord import append_launch, launch_facts
+
+        append_launch(store.dir, launch_facts(overrides, resume=resume))
         with _signals_raise():
             prepared = prepare_data(spec, store.dir.parent / ".cache", progress=progress)
             check_split_sizes(prepared, spec)
@@ -370,7 +411,7 @@ def _lock(store: RunStore, spec: ExperimentSpec) -> RunLock:
 def start_run(spec: ExperimentSpec, runs_dir: Path, extra_env: dict[str, str] | None = None,
               log_path_name: str | None = None, progress: Callable[[str], None] = lambda m: None,
               on_start: Callable[[subprocess.Popen], None] | None = None,
-              accept_corpus_change: bool = False) -> LaunchResult:
+              accept_corpus_change: bool = False, overrides: list[str] | None = None) -> LaunchResult:
     """Create (or, for a multi-node run id that exists, continue) a run and train it.
 
     Multi-node: every node must name the run (--run-id) so that all of them join one directory;
@@ -403,7 +444,7 @@ def start_run(spec: ExperimentSpec, runs_dir: Path, extra_env: dict[str, str] | 
         # Multi-node: every node's trainer loads checkpoints/last.pt when there is one, so a
         # requeued job continues where the last one stopped and a fresh one starts at step 0.
         return launch(spec, store, resume=multi_node, extra_env=extra_env, log_path=log_path, progress=progress,
-                      on_start=on_start, accept_corpus_change=accept_corpus_change)
+                      on_start=on_start, accept_corpus_change=accept_corpus_change, overrides=overrides)
     finally:
         lock.release()
 

@@ -29,6 +29,9 @@ MAX_SEED = 2**63 - 1  # a signed 64-bit integer: torch, SQLite, JSON readers and
 MAX_NAME_LENGTH = 128  # the experiment name is the W&B run name
 MAX_PATH_BYTES = 4096  # Linux PATH_MAX
 MAX_PATH_PART_BYTES = 255  # Linux NAME_MAX
+# `gptexp generate --max-new-tokens`: 100k tokens take minutes on a CPU for the shipped models;
+# more is a typo (1e9 would sample for days).
+MAX_NEW_TOKENS = 100_000
 
 # Weights & Biases (checked in wandb 0.31's own source and the server's errors):
 # - tags: 1 to 64 characters. wandb/sdk/wandb_settings.py validates run tags ("Tags must be between

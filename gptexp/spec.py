@@ -79,10 +79,11 @@ class DataSpec(Section):
     test_fraction: Fraction = Field(0.0, description="share held out for testing, taken before the validation split")
     workers: int | None = Field(None, ge=1, le=1024, description="processes that prepare the data (default: all cores)")
 
-    @field_validator("path")
+    @field_validator("path", "val_path")
     @classmethod
-    def _a_path_this_system_can_name(cls, path: str) -> str:
-        check_path_text(path)
+    def _a_path_this_system_can_name(cls, path: str | None) -> str | None:
+        if path is not None:
+            check_path_text(path)
         return path
 
     @model_validator(mode="after")
@@ -316,7 +317,7 @@ class TrainSpec(Section):
     eval_batches: int = upto(limits.MAX_EVAL_BATCHES, "batches per evaluation", 20)
     checkpoint_every: int = upto(limits.MAX_STEPS, "steps between checkpoints", 500)
     precision: Literal["fp32", "bf16", "auto"] = Field("auto", description="auto = bf16 autocast on GPU, fp32 on CPU")
-    compile: bool = False
+    compile: bool | Literal["auto"] = Field("auto", description="torch.compile the model; auto = on CUDA, off on CPU")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log_every: int = upto(limits.MAX_STEPS, "steps between train/loss log lines", 10)
 

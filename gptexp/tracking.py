@@ -217,6 +217,7 @@ class RunStore:
         self.metrics_path = self.dir / C.METRICS_FILE
         self.summary_path = self.dir / C.SUMMARY_FILE
         self.tokenizer_path = self.dir / C.TOKENIZER_FILE
+        self.output_log = self.dir / C.OUTPUT_LOG
         self.checkpoint_dir = self.dir / C.CHECKPOINT_DIR
         self.last_checkpoint = self.checkpoint_dir / C.LAST_CHECKPOINT
         self.best_checkpoint = self.checkpoint_dir / C.BEST_CHECKPOINT
@@ -456,7 +457,9 @@ class WandbLogger:
             tags=tags,
             name=name,
             config=config,
-            settings=wandb.Settings(console="off", quiet=True, x_disable_stats=True, **lean),
+            # silent: W&B's banner ("syncing is set to offline", the run's path) says nothing the
+            # launcher does not say itself.
+            settings=wandb.Settings(console="off", quiet=True, silent=True, x_disable_stats=True, **lean),
         )
 
     def log(self, row: dict[str, Any]) -> None:
@@ -464,6 +467,10 @@ class WandbLogger:
         self.run.log(values, step=int(row[C.STEP]))
 
     def finish(self, summary: dict[str, Any], exit_code: int) -> None:
+        # Commit the last step's row first: W&B copies each committed row into the summary, so a
+        # row still pending at finish would overwrite these values (tokens/s of the last interval
+        # in place of the run's average).
+        self.run.log({}, commit=True)
         for key, value in summary.items():
             if isinstance(value, (int, float, str)):
                 self.run.summary[key] = value

@@ -40,6 +40,7 @@ from gptexp.data import PreparedData, TokenSplit, load_splits, sample_windows, s
 from gptexp.components import build_objective
 from gptexp.models import build_model, num_parameters, set_dropout
 from gptexp.objectives import metric_sums, metrics_from_sums, token_info
+from gptexp.mfu import flops_per_token, mfu, peak_flops
 from gptexp.optim import build_optimizer, dropout_rate, learning_rate
 from gptexp.redaction import redact
 from gptexp.runlock import RunInUse, RunLock, acquire_writer
@@ -100,6 +101,7 @@ class Counters:
     tokens_seen: int = 0
     bytes_seen: int = 0
     train_time_s: float = 0.0
+    earlier_wall_time_s: float = 0.0  # wall time of the segments before a resume
     best_val_bpb: float = math.inf
     best_step: int = -1
     last_eval: dict[str, float] = field(default_factory=dict)
@@ -145,14 +147,23 @@ class Trainer:
         if self.resume and self.store.last_checkpoint.exists():
             self._load_checkpoint(self.store.last_checkpoint)
         wrapped: nn.Module = self.model
-        if spec.train.compile:
+        if spec.train.compile is True or (spec.train.compile == "auto" and self.ctx.device.type == "cuda"):
             wrapped = torch.compile(wrapped)
         if self.ctx.distributed:
             device_ids = [self.ctx.local_rank] if self.ctx.device.type == "cuda" else None
             # The model's buffers (causal mask, RoPE tables) are constants: no per-step broadcast.
-            wrapped = DistributedDataParallel(wrapped, device_ids=device_ids, broadcast_buffers=False)
+            # (forward_sync_buffers, not the deprecated broadcast_buffers that warns in every rank.)
+            wrapped = DistributedDataParallel(wrapped, device_ids=device_ids, forward_sync_buffers=False)
         self.train_model = wrapped
         self.autocast_dtype = self._autocast_dtype()
+        self.cuda = self.ctx.device.type == "cuda"
+        # MFU (gptexp/mfu.py) where the device's peak is known; rank 0 logs it with tokens/s.
+        self.flops_per_token = flops_per_token(num_parameters(self.model), getattr(spec.model, "n_layer", 0),
+                                               getattr(spec.model, "block_size", 0), getattr(spec.model, "n_embd", 0))
+        self.peak_flops = peak_flops(torch.cuda.get_device_name(self.ctx.device)) if self.cuda else None
+        # The per-step flags go host -> device through one pinned buffer (no pageable copy, which
+        # would wait for the GPU inside the step).
+        self.flags_host = torch.zeros(6, dtype=torch.float64, pin_memory=self.cuda)
         self.tracker = self._make_tracker() if self.ctx.is_main else None
         self.pruner = self._make_pruning_bridge()
 
@@ -202,6 +213,12 @@ class Trainer:
         return PruningBridge.from_environment(is_main=self.ctx.is_main)
 
     # -- one step ---------------------------------------------------------------------------
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A batch tensor on the device: on CUDA from pinned memory, without blocking the host."""
+        if not self.cuda:
+            return tensor.to(self.ctx.device)
+        return tensor.pin_memory().to(self.ctx.device, non_blocking=True)
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
@@ -223,7 +240,7 @@ class Trainer:
             generator = torch.Generator().manual_seed(step_seed(spec.seed, ctx.rank, step, micro, DATA_STREAM))
             window = sample_windows(self.splits["train"], spec.train.batch_size, spec.model.block_size + 1, generator)
             batch = self.objective.make_batch(window, self.token_info, generator)
-            inputs, labels = batch.inputs.to(ctx.device), batch.labels.to(ctx.device)
+            inputs, labels = self._to_device(batch.inputs), self._to_device(batch.labels)
             # Only the last micro-step all-reduces gradients; the others accumulate locally.
             skip_grad_sync = ctx.distributed and micro < accum - 1
             with self.train_model.no_sync() if skip_grad_sync else contextlib.nullcontext(), self._autocast():
@@ -237,8 +254,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
         orphaned = 1.0 if self.launcher_pid and not pid_alive(self.launcher_pid) else 0.0
-        flags = torch.tensor([0.0, bytes_sum, self.stop_flags[SIGINT_FLAG], self.stop_flags[SIGTERM_FLAG], orphaned, 0.0],
-                             dtype=torch.float64, device=ctx.device)  # nccl reduces device tensors only
+        # The step's only host sync is flags.cpu() below, after the optimizer step: the loss and the
+        # stop flags every rank must agree on. nccl reduces device tensors only.
+        self.flags_host.copy_(torch.tensor([0.0, bytes_sum, self.stop_flags[SIGINT_FLAG],
+                                            self.stop_flags[SIGTERM_FLAG], orphaned, 0.0], dtype=torch.float64))
+        flags = self.flags_host.to(ctx.device, non_blocking=True) if self.cuda else self.flags_host.clone()
         flags[LOSS] = loss_sum.double() / accum
         if ctx.distributed:
             dist.all_reduce(flags)
@@ -258,8 +278,8 @@ class Trainer:
             window = sample_windows(self.splits["val"], spec.train.batch_size, spec.model.block_size + 1, generator)
             batch = self.objective.make_batch(window, self.token_info, generator)
             with self._autocast():
-                logits, _ = self.model(batch.inputs.to(ctx.device))
-            totals += metric_sums(logits.float(), batch.labels.to(ctx.device), batch.label_bytes.to(ctx.device))
+                logits, _ = self.model(self._to_device(batch.inputs))
+            totals += metric_sums(logits.float(), self._to_device(batch.labels), self._to_device(batch.label_bytes))
         if ctx.distributed:
             dist.all_reduce(totals)
         self.model.train()
@@ -273,6 +293,7 @@ class Trainer:
         progress = TrainingProgress(spec.train.max_steps, counters.step, enabled=self.ctx.is_main)
         if counters.step == 0:
             self._log_eval(self.evaluate())
+            progress.evaluated(counters.step, counters.last_eval, counters.best_val_bpb)
         # tokens/s counts training steps only (evals and checkpoints in between are left out)
         interval_time, interval_tokens = 0.0, 0
         status = C.COMPLETED
@@ -300,6 +321,7 @@ class Trainer:
                 if step % spec.train.eval_every == 0 or last:
                     metrics = self.evaluate()
                     self._log_eval(metrics)
+                    progress.evaluated(step, metrics, counters.best_val_bpb)
                     if self.pruner is not None and self._should_prune(metrics):
                         status = C.PRUNED
                         break
@@ -333,7 +355,13 @@ class Trainer:
             C.LR: learning_rate(step, spec.optim, spec.train.max_steps),
             C.DROPOUT: dropout_rate(step, spec.dropout_schedule, getattr(spec.model, "dropout", 0.0), spec.train.max_steps),
             C.TOKENS_PER_SEC: round(tokens_per_sec, 1),
+            **self._mfu(tokens_per_sec),
         }))
+
+    def _mfu(self, tokens_per_sec: float) -> dict[str, float]:
+        """{mfu: fraction} on a device of known peak, {} elsewhere (tokens/s is over all ranks)."""
+        value = mfu(tokens_per_sec, self.flops_per_token, self.ctx.world_size, self.peak_flops)
+        return {C.MFU: round(value, 4)} if value is not None else {}
 
     def _log_eval(self, metrics: dict[str, float]) -> None:
         counters = self.counters
@@ -372,6 +400,7 @@ class Trainer:
             "rng": {"torch_per_rank": gathered,
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "counters": {"tokens_seen": c.tokens_seen, "bytes_seen": c.bytes_seen, "train_time_s": c.train_time_s,
+                         "wall_time_s": self.wall_time(),
                          "best_val_bpb": c.best_val_bpb, "best_step": c.best_step,
                          "last_train_loss": c.last_train_loss},
             "last_eval": dict(c.last_eval),
@@ -396,14 +425,20 @@ class Trainer:
         c.step = int(state["step"])
         c.tokens_seen, c.bytes_seen = int(counters["tokens_seen"]), int(counters["bytes_seen"])
         c.train_time_s = float(counters["train_time_s"])
+        c.earlier_wall_time_s = float(counters.get("wall_time_s", 0.0))  # absent in older checkpoints
         c.best_val_bpb, c.best_step = float(counters["best_val_bpb"]), int(counters["best_step"])
         c.last_train_loss = float(counters["last_train_loss"])
         c.last_eval = dict(state.get("last_eval", {}))
 
     # -- clean up ---------------------------------------------------------------------------
+    def wall_time(self) -> float:
+        """Seconds this run has trained in all its segments: earlier ones (up to their last
+        checkpoint) plus this process's since it started."""
+        return self.counters.earlier_wall_time_s + time.time() - self.started
+
     def summary(self, status: str) -> dict[str, Any]:
         c, spec = self.counters, self.spec
-        wall = time.time() - self.started
+        wall = self.wall_time()
         trial = os.environ.get(C.ENV_TRIAL)
         return {
             C.SUMMARY_RUN_ID: self.store.run_id,
@@ -419,6 +454,7 @@ class Trainer:
             C.SUMMARY_WALL_TIME: round(wall, 3),
             C.SUMMARY_TRAIN_TIME: round(c.train_time_s, 3),
             C.TOKENS_PER_SEC: round(c.tokens_seen / c.train_time_s, 1) if c.train_time_s else None,
+            **(self._mfu(c.tokens_seen / c.train_time_s) if c.train_time_s else {}),
             C.TRAIN_LOSS: c.last_train_loss,
             **{k: v for k, v in c.last_eval.items()},
             C.SUMMARY_BEST_BPB: c.best_val_bpb,
@@ -453,6 +489,7 @@ class TrainingProgress:
     def __init__(self, total: int, start: int, enabled: bool) -> None:
         self.total, self.enabled = total, enabled
         self.interactive = enabled and sys.stdout.isatty()
+        self.log_path = os.environ.get(C.ENV_CONSOLE_LOG) if enabled else None
         self.started = time.perf_counter()
         self.start_step = start
         self.bar: Any = None
@@ -476,13 +513,37 @@ class TrainingProgress:
     def update(self, step: int, loss: float, tokens_per_sec: float) -> None:
         if not self.enabled:
             return
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, loss=f"{loss:.4f}", speed=f"{tokens_per_sec:,.0f}")
-            return
         done = step - self.start_step
         elapsed = time.perf_counter() - self.started
         eta = elapsed / done * (self.total - step) if done else 0.0
-        print(f"step {step}/{self.total} | loss {loss:.4f} | {tokens_per_sec:,.0f} tok/s | eta {eta:.0f}s", flush=True)
+        line = f"step {step}/{self.total} | loss {loss:.4f} | {tokens_per_sec:,.0f} tok/s | eta {eta:.0f}s"
+        self._keep(line)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, loss=f"{loss:.4f}", speed=f"{tokens_per_sec:,.0f}")
+        else:
+            print(line, flush=True)
+
+    def _keep(self, line: str) -> None:
+        """Append a console line to the run's output.log (when the launcher asked for it)."""
+        if self.log_path is None:
+            return
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as log:
+                log.write(line + "\n")
+        except OSError:
+            self.log_path = None  # a full disk must not stop training; metrics.jsonl has the numbers
+
+    def evaluated(self, step: int, metrics: dict[str, float], best_bpb: float) -> None:
+        """One line per eval: the numbers that matter, val/bpb first among them, and the best so far."""
+        if not self.enabled:
+            return
+        line = (f"eval step {step}/{self.total} | val/loss {metrics[C.VAL_LOSS]:.4f} | val/bpb {metrics[C.VAL_BPB]:.4f}"
+                f" | val/acc {metrics[C.VAL_ACC]:.4f} | best val/bpb {best_bpb:.4f}")
+        self._keep(line)
+        if self.bar is not None:
+            self.bar.console.print(line, markup=False, highlight=False)  # above the bar, which stays
+        else:
+            print(line, flush=True)
 
 
 def git_commit() -> str | None:

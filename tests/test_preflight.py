@@ -110,3 +110,34 @@ def test_gpu_memory_estimate_is_checked_against_free_gpu_memory() -> None:
     too_many = validate_spec({"train": {"device": "cuda"}, "launch": {"nproc": len(gpus) + 1}}, "x")
     with pytest.raises(SpecError, match="visible GPU"):
         preflight.check(too_many)
+
+
+def test_nvidia_smi_output_is_read_and_cuda_visible_devices_honoured(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GPU on the CI machine: a stand-in `nvidia-smi` prints what the real one prints for
+    `--query-gpu=index,memory.free,memory.total --format=csv,noheader,nounits` on a 2-GPU node."""
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nprintf '0, 80000, 81559\\n1, 1000, 81559\\n'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{preflight.os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    gpus = preflight.visible_gpus()
+    assert [(g.index, g.free_bytes, g.total_bytes) for g in gpus] == [
+        (0, 80000 * 2**20, 81559 * 2**20), (1, 1000 * 2**20, 81559 * 2**20)]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert [g.index for g in preflight.visible_gpus()] == [1]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert preflight.visible_gpus() == []
+    # The decisions a CUDA build would take with these GPUs (this machine's torch is CPU-only).
+    monkeypatch.setattr(preflight, "torch_has_cuda", lambda: True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert preflight.training_device(validate_spec({}, "x"), preflight.visible_gpus()) == "cuda"  # auto picks the GPU
+    big = validate_spec({"model": {"n_layer": 48, "n_embd": 2048, "n_head": 16}, "train": {"device": "cuda"}}, "x")
+    with pytest.raises(SpecError, match=r"a GPU here has 0.98 GiB free"):
+        preflight.check(big)
+    with pytest.raises(SpecError, match="launch.nproc: 2 ranks on CUDA, but this machine has 1 visible GPU"):
+        preflight.check(validate_spec({"train": {"device": "cuda"}, "launch": {"nproc": 2}}, "x"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert preflight.check(big).bytes_per_rank < 80000 * 2**20  # fits GPU 0 ... but rank 1 would get GPU 1:
+    with pytest.raises(SpecError, match="0.98 GiB free"):
+        preflight.check(validate_spec({"model": {"n_layer": 48, "n_embd": 2048, "n_head": 16},
+                                       "train": {"device": "cuda"}, "launch": {"nproc": 2}}, "x"))

@@ -108,3 +108,17 @@ def test_files_must_be_utf8(tmp_path: Path) -> None:
     path.write_bytes("name: caf\xe9\n".encode("latin-1"))
     with pytest.raises(YamlInputError, match=r"not UTF-8 text \(byte 9\)"):
         read_yaml_file(path)
+
+
+def test_no_module_but_safe_yaml_parses_yaml() -> None:
+    """Every YAML read in the package goes through load_yaml, so the limits hold everywhere."""
+    import re
+
+    import gptexp
+
+    package = Path(gptexp.__file__).parent
+    parse_call = re.compile(r"\byaml\.(safe_load|load|full_load|unsafe_load|compose|parse|load_all|safe_load_all)\b|SafeLoader")
+    offenders = [f"{path.relative_to(package)}:{number}"
+                 for path in sorted(package.rglob("*.py")) if path.name != "safe_yaml.py"
+                 for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if parse_call.search(line)]
+    assert offenders == []

@@ -152,6 +152,7 @@ def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
     ({"launch": {"rdzv_endpoint": "host:29500\n"}}, "launch.rdzv_endpoint: 'host:29500\\n': expected one line"),
     ({"data": {"path": "corpus\x00.txt"}}, "data.path: 'corpus\\x00.txt' contains a newline, NUL"),  # was a ValueError traceback
     ({"data": {"path": "d/" + "x" * 256}}, "data.path: 'd/xxx"),
+    ({"data": {"val_path": "val\n.txt"}}, "data.val_path: 'val\\n.txt' contains a newline"),
 ])
 def test_upper_bounds_and_w_and_b_limits_name_the_field(raw: dict, message: str) -> None:
     with pytest.raises(SpecError) as error:

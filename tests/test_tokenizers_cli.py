@@ -86,6 +86,8 @@ def test_bad_flags(tmp_path, small_corpus):
     out = str(tmp_path / "tok.json")
     _assert_bad_input(runner.invoke(app, ["tokenizer", "train", str(small_corpus), "--vocab-size", "100", "--out", out]), "--vocab-size 100")
     _assert_bad_input(runner.invoke(app, ["tokenizer", "train", str(small_corpus), "--vocab-size", "-5", "--out", out]), "too small")
+    _assert_bad_input(runner.invoke(app, ["tokenizer", "train", str(small_corpus), "--vocab-size", str(10**12), "--out", out]),
+                      "at most 1048576")
     _assert_bad_input(runner.invoke(app, ["tokenizer", "train", str(small_corpus), "--kind", "word", "--out", out]), "--kind")
     _assert_bad_input(runner.invoke(app, ["tokenizer", "train", str(small_corpus), "--pattern", "gpt9", "--out", out]), "--pattern")
     # not an integer: typer's own usage error, still exit 2

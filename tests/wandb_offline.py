@@ -58,6 +58,7 @@ class OfflineRun:
     group: str = ""
     tags: list[str] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)  # explicit summary updates, later ones win
 
 
 def read_offline_run(path: Path) -> OfflineRun:
@@ -80,4 +81,7 @@ def read_offline_run(path: Path) -> OfflineRun:
                 key = item.key or "/".join(item.nested_key)
                 row[key] = json.loads(item.value_json)
             run.history.append(row)
+        elif kind == "summary":
+            for item in record.summary.update:
+                run.summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return run

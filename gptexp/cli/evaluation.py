@@ -10,6 +10,7 @@ import typer
 
 from gptexp.cli.errors import fail
 from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, resolve_run
+from gptexp.limits import MAX_NEW_TOKENS
 
 
 def eval_command(
@@ -52,7 +53,7 @@ def eval_command(
 def generate(
     run: Annotated[str, typer.Argument(metavar="RUN", help="run id or directory (a causal model)")],
     prompt: Annotated[str, typer.Option("--prompt", help="text to continue")] = "",
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="tokens to sample")] = 200,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help=f"tokens to sample, 1 to {MAX_NEW_TOKENS:,}")] = 200,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 = greedy")] = 0.8,
     top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, help="sample among the k most likely tokens")] = None,
     seed: Annotated[int, typer.Option("--seed", help="sampling seed")] = 0,
@@ -60,6 +61,8 @@ def generate(
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
 ) -> None:
     """Sample text from a causal model (clm runs) with a KV cache."""
+    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        fail(f"--max-new-tokens {max_new_tokens}: expected 1 to {MAX_NEW_TOKENS}")
     run_dir = resolve_run(runs_dir, run)
     from gptexp.evaluate import generate_text, load_trained_run
 

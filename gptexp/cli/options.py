@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,35 @@ def checked_runs_dir(runs_dir: Path) -> Path:
     if runs_dir.exists() and not runs_dir.is_dir():
         fail(f"--runs-dir {runs_dir}: not a directory")
     return runs_dir
+
+
+def writable_runs_dir(runs_dir: Path) -> Path:
+    """`runs_dir`, created if needed, once a file could be written in it; else exit 2 naming it.
+
+    Checked by writing, not with os.access: root passes every permission check, yet a read-only
+    filesystem or a path under a regular file still refuses.
+    """
+    checked_runs_dir(runs_dir)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=runs_dir):
+            pass
+    except OSError as error:
+        fail(f"--runs-dir {runs_dir}: cannot write there ({error.strerror or error})")
+    return runs_dir
+
+
+def writable_file(path: Path, flag: str) -> Path:
+    """`path` once its directory exists (created if needed) and takes a new file; else exit 2."""
+    if path.is_dir():
+        fail(f"{flag} {path}: is a directory, expected a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        fail(f"{flag} {path}: cannot write there ({error.strerror or error})")
+    return path
 
 
 def resolve_run(runs_dir: Path, run: str) -> Path:

@@ -9,7 +9,8 @@ import typer
 
 from gptexp.cli.console import note, stdout
 from gptexp.cli.errors import fail
-from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, checked_runs_dir
+from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, checked_runs_dir, writable_file
+from gptexp.contract import ENV_OPTUNA_STORAGE
 
 if TYPE_CHECKING:
     import optuna
@@ -19,7 +20,7 @@ def report(
     run_ids: Annotated[Optional[list[str]], typer.Argument(metavar="[RUN]...", help="runs to compare (ids or directories); none = all runs", show_default=False)] = None,
     group: Annotated[Optional[str], typer.Option("--group", help="the runs of this W&B group")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="the trials of this Optuna study (adds its optimization plots)")] = None,
-    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL of --study (default: the runs dir's own)", envvar="GPTEXP_OPTUNA_STORAGE", show_envvar=False)] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL of --study (default: the runs dir's own)", envvar=ENV_OPTUNA_STORAGE, show_envvar=False)] = None,
     by: Annotated[Optional[str], typer.Option("--by", help="group runs by a spec field (e.g. tokenizer.kind), mean ± std over runs that differ in the seed alone; runs that differ in more are split into groups labelled by what differs")] = None,
     ignore: Annotated[Optional[list[str]], typer.Option("--ignore", metavar="FIELD", help="with --by: a spec field whose differences may still be averaged, like the seed (repeatable)")] = None,
     title: Annotated[Optional[str], typer.Option("--title", help="the report's title (default: derived from what the runs differ in)")] = None,
@@ -45,8 +46,6 @@ def report(
     runs_dir = checked_runs_dir(runs_dir)
     if run_ids and (group or study):
         fail("give RUN ids, or --group, or --study, not several")
-    if out.exists() and out.is_dir():
-        fail(f"--out {out}: is a directory, expected an .html file path")
     if ignore and by is None:
         fail("--ignore goes with --by")
     if run_ids:
@@ -57,6 +56,7 @@ def report(
         fail(f"no runs to report in {runs_dir}" + (f" (group {group!r})" if group else "") + (f" (study {study!r})" if study else ""))
     for flag, path in ([("--by", by)] if by else []) + [("--ignore", field) for field in ignore or []]:
         check_field(path, records, flag)  # UnknownFieldError (nearest paths suggested): exit 2
+    writable_file(out, "--out")
     optuna_study = _load_study(study, storage, runs_dir) if study else None
     paths = build_report(records, out, by=by, study=optuna_study, title=title, ignore=ignore or ())
     stdout.print(f"report: {paths.html}", highlight=False, markup=False, soft_wrap=True)

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from gptexp.cli.console import note, stdout
 from gptexp.cli.errors import fail, print_error
-from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, checked_runs_dir
+from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, checked_runs_dir, writable_runs_dir
 
 if TYPE_CHECKING:
     from gptexp.launch import LaunchResult
@@ -40,10 +40,11 @@ def run(
     """
     from gptexp import launch
 
-    runs_dir = checked_runs_dir(runs_dir)
+    checked_runs_dir(runs_dir)
     if resume is not None:
         if spec_path is not None or overrides or name:
             fail("--resume RUN continues a run as it was: give no SPEC, --set or --name with it")
+        writable_runs_dir(runs_dir)
         result = launch.resume_run(runs_dir, resume, progress=note, force=force,
                                    accept_corpus_change=accept_corpus_change)
     else:
@@ -54,7 +55,9 @@ def run(
         spec = _load_spec_with_flags(spec_path, overrides or [], nproc, nnodes, rdzv_endpoint, run_id, name)
         if spec.launch.run_id is not None:
             _check_run_id(spec.launch.run_id)
-        result = launch.start_run(spec, runs_dir, progress=note, accept_corpus_change=accept_corpus_change)
+        writable_runs_dir(runs_dir)  # after the spec: bad input creates no directory
+        result = launch.start_run(spec, runs_dir, progress=note, accept_corpus_change=accept_corpus_change,
+                                  overrides=list(overrides or []))
     _print_outcome(result)
     raise typer.Exit(result.exit_code)
 
@@ -83,15 +86,44 @@ def _check_run_id(run_id: str) -> None:
         fail(f"--run-id {run_id!r}: use 1-64 letters, digits, '-' or '_' (it names a directory)")
 
 
+def _final_metrics(run_dir: Path) -> str | None:
+    """`final val/bpb 1.9310 | best val/bpb 1.9262 (step 400)`, from summary.json when the run wrote one."""
+    from gptexp import contract as C
+    from gptexp.tracking import RunStore, RunStoreError
+
+    try:
+        summary = RunStore(run_dir).read_summary()
+    except RunStoreError:
+        return None
+    final, best = summary.get(C.VAL_BPB), summary.get(C.SUMMARY_BEST_BPB)
+    if not isinstance(final, (int, float)):
+        return None
+    line = f"final val/bpb {final:.4f}"
+    if isinstance(best, (int, float)):
+        line += f" | best val/bpb {best:.4f} (step {summary.get(C.SUMMARY_BEST_STEP)})"
+    return line
+
+
 def _print_outcome(result: LaunchResult) -> None:
+    """The outcome, the numbers that matter and what to do next; the same lines end output.log."""
+    from gptexp.contract import INTERRUPTED, OUTPUT_LOG
+
     status_colour = {"completed": "green", "pruned": "yellow", "interrupted": "yellow"}.get(result.status, "red")
-    stdout.print(Text.assemble("run ", (result.run_id, "bold"), " ", (result.status, status_colour),
-                               f" (exit {result.exit_code})"), highlight=False)
-    stdout.print(f"run directory: {result.run_dir}", highlight=False, markup=False, soft_wrap=True)
+    headline = Text.assemble("run ", (result.run_id, "bold"), " ", (result.status, status_colour),
+                             f" (exit {result.exit_code})")
+    lines = [_final_metrics(result.run_dir), f"run directory: {result.run_dir}"]
     if sorted((result.run_dir / "wandb").glob("offline-run-*")):
-        stdout.print(f"sync to W&B:   wandb sync {result.run_dir / 'wandb'}/offline-run-*", highlight=False,
-                     markup=False, soft_wrap=True)
-    if result.status == "interrupted":
-        stdout.print(f"resume with:   gptexp run --resume {result.run_id}", highlight=False, markup=False)
+        lines.append(f"sync to W&B:   wandb sync {result.run_dir / 'wandb'}/offline-run-*")
+    if result.status == INTERRUPTED:
+        lines.append(f"resume with:   gptexp run --resume {result.run_id}")
+    lines = [line for line in lines if line]
+    stdout.print(headline, highlight=False)
+    for line in lines:
+        stdout.print(line, highlight=False, markup=False, soft_wrap=True)
+    try:
+        with open(result.run_dir / OUTPUT_LOG, "a", encoding="utf-8") as log:
+            log.write("\n".join([headline.plain, *lines, *([f"error: {result.error}"] if result.error else [])]) + "\n")
+    except OSError:
+        pass  # the run's own files already hold its outcome
     if result.status == "failed" and result.error:
         print_error(result.error)

@@ -63,6 +63,10 @@ def train(
             f"--vocab-size {vocab_size} is too small for bpe: it counts 256 byte tokens and "
             f"{len(DEFAULT_SPECIAL_TOKENS)} special tokens, so it must be at least {256 + len(DEFAULT_SPECIAL_TOKENS)}"
         )
+    from gptexp.limits import MAX_VOCAB_SIZE
+
+    if vocab_size > MAX_VOCAB_SIZE:
+        fail(f"--vocab-size {vocab_size}: at most {MAX_VOCAB_SIZE} (the spec's tokenizer.vocab_size bound)")
     text = read_corpus(corpus)
     console = Console(stderr=True)
     start = time.perf_counter()

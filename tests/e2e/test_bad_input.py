@@ -136,6 +136,7 @@ def hostile_files(tmp: Path) -> None:
     overrides = "\n".join(f"  {line}" for line in alias_bomb_yaml().splitlines())
     (tmp / "sweep_bomb.yaml").write_text(
         f"experiment: {tmp / 's.yaml'}\noverrides:\n{overrides}\nspace:\n  optim.lr: {{low: 1.0e-3, high: 1.0e-2}}\n")
+    (tmp / "sweep_ok.yaml").write_text(f"experiment: {tmp / 's.yaml'}\nspace:\n  optim.lr: {{low: 1.0e-3, high: 1.0e-2}}\n")
 
 
 GPU_HERE = Path("/dev/nvidia0").exists()
@@ -177,6 +178,8 @@ HOSTILE = [
     ("spec is a FIFO", lambda t: ["run", str(t / "fifo.yaml")], "fifo.yaml: not a regular file"),
     ("alias bomb in a sweep's overrides", lambda t: (write_spec(t / "s.yaml"), ["sweep", str(t / "sweep_bomb.yaml")])[1],
      "sweep_bomb.yaml: more than 100000 nodes"),
+    ("sweep of a cuda experiment without a GPU", lambda t: (write_spec(t / "s.yaml", train__device="cuda"),
+                                                          ["sweep", str(t / "sweep_ok.yaml")])[1], "train.device: cuda, but"),
     ("launch-file job name with a trailing newline", lambda t: ["launch-file", str(write_spec(t / "s.yaml")), "--slurm",
                                                                "--job-name", "job\n"], "--job-name 'job\\n'"),
     ("launch-file time with a trailing newline", lambda t: ["launch-file", str(write_spec(t / "s.yaml")), "--slurm",
@@ -200,3 +203,27 @@ def test_hostile_input_exits_2_in_one_line_before_anything_starts(case, tmp_path
     assert expected in line, line
     runs = tmp_path / "runs"
     assert not runs.exists() or not [p for p in runs.iterdir() if p.name not in (".cache", "optuna.db")], "a run was created"
+
+
+def test_unwritable_runs_dir_and_report_out_exit_2_in_one_line(tmp_path: Path) -> None:
+    """A path under a regular file cannot be created, even by root (chmod would not stop root)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    from tests.fixtures_runs import make_run_store
+
+    spec = write_spec(tmp_path / "s.yaml")
+    store = make_run_store(tmp_path / "store")
+    for args, flag in ((["run", str(spec), "--runs-dir", str(blocker / "runs")], "--runs-dir"),
+                       (["report", "--out", str(blocker / "r.html"), "--runs-dir", str(store.runs_dir)], "--out")):
+        result = run_cli(args)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"error: {flag} ") and "cannot write there" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_generate_max_new_tokens_is_bounded(tmp_path: Path) -> None:
+    from gptexp.limits import MAX_NEW_TOKENS
+
+    result = run_cli(["generate", "any-run", "--max-new-tokens", str(MAX_NEW_TOKENS + 1), "--runs-dir", str(tmp_path)])
+    assert result.returncode == 2 and f"expected 1 to {MAX_NEW_TOKENS}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -125,3 +125,17 @@ def test_diff_of_three_runs_shows_exactly_the_fields_that_differ(tmp_path: Path)
     for args, message in ((["a"], "at least two runs"), (["a", "zz"], "no such run"), (["a", "a"], "named twice")):
         bad = run_cli(["diff", *args, "--runs-dir", str(runs)])
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_listing_commands_skip_and_name_a_malformed_run(store, tmp_path: Path) -> None:
+    broken = store.runs_dir / "zz-broken"
+    broken.mkdir()
+    (broken / "spec.yaml").write_text("name: [unclosed\n")
+    (store.runs_dir / "char-s1" / "summary.json").write_text("[1, 2, 3]")  # JSON of the wrong shape
+    listed = run_cli(["runs", "--json", "--runs-dir", str(store.runs_dir)])
+    assert listed.returncode == 0, listed.stderr
+    assert {row["id"] for row in json.loads(listed.stdout)} == set(store.runs) - {"char-s1"}
+    assert "zz-broken" in listed.stderr and "char-s1" in listed.stderr and "Traceback" not in listed.stderr
+    reported = run_cli(["report", "--out", str(tmp_path / "r.html"), "--runs-dir", str(store.runs_dir)])
+    assert reported.returncode == 0 and "zz-broken" in reported.stderr
+    assert set(table_cells((tmp_path / "r.html").read_text())) == set(store.runs) - {"char-s1"}

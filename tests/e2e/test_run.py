@@ -75,6 +75,9 @@ def test_clm_char_two_ranks_end_to_end_with_wandb_offline(runs_dir: Path) -> Non
         expected.setdefault(row["step"], {}).update({k: v for k, v in row.items() if k not in ("step", "time")})
     logged = {row["_step"]: {k: v for k, v in row.items() if not k.startswith("_")} for row in offline.history}
     assert logged == expected
+    # W&B's summary says what summary.json says (not the last logged tokens/s of one interval).
+    for key in ("tokens_per_sec", "val/bpb", "best/val/bpb", "wall_time_s", "train_time_s", "steps"):
+        assert offline.summary.get(key) == summary[key], key
 
     # No secret anywhere in the run directory (W&B's own files included).
     for path in run_dir.rglob("*"):
@@ -145,7 +148,15 @@ def test_sigterm_checkpoints_marks_interrupted_and_resumes(runs_dir: Path, tiny_
     spec_path.write_text(yaml.safe_dump(resolved))
     resumed = run_cli(["run", "--resume", str(run_dir), "--runs-dir", str(runs_dir)])
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert json.loads((run_dir / "summary.json").read_text())["steps"] == checkpoint["step"] + 10
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == checkpoint["step"] + 10
+    # Wall and train time cover both segments: the first (up to its checkpoint) plus the second.
+    first = checkpoint["counters"]
+    assert summary["train_time_s"] > first["train_time_s"]
+    assert summary["wall_time_s"] >= first["wall_time_s"] + (summary["train_time_s"] - first["train_time_s"])
+    launches = [json.loads(line) for line in (run_dir / "launches.jsonl").read_text().splitlines()]
+    assert [entry["resume"] for entry in launches] == [False, True]
+    assert launches[1]["argv"][1:3] == ["run", "--resume"] and launches[1]["overrides"] is None
 
 
 def test_workers_stop_when_the_launcher_is_killed(runs_dir: Path, tiny_spec) -> None:
@@ -199,7 +210,7 @@ def test_a_terminal_gets_a_progress_bar(runs_dir: Path, tiny_spec) -> None:
 
 def test_ctrl_c_checkpoints_and_exits_130(runs_dir: Path, tiny_spec) -> None:
     spec = tiny_spec(train={"max_steps": 100000, "checkpoint_every": 1000})
-    process = start_cli(_tiny_args(spec, runs_dir, "ctrlc"))
+    process = start_cli(_tiny_args(spec, runs_dir, "ctrlc", "--set", "train.eval_every=5"))
     wait_for(lambda: any(runs_dir.glob("ctrlc-*/metrics.jsonl")) and
              status_of(next(runs_dir.glob("ctrlc-*"))).get("step", 0) >= 10, 120, "training to start")
     process.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends to the foreground process
@@ -209,6 +220,21 @@ def test_ctrl_c_checkpoints_and_exits_130(runs_dir: Path, tiny_spec) -> None:
     status = status_of(run_dir)
     assert status["status"] == "interrupted" and status["signal"] == "SIGINT"
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == status["step"]
+
+    # The console: one line per eval with val/bpb, no third-party noise, no traceback from any process.
+    evals = [line for line in output.splitlines() if line.startswith("eval step ")]
+    assert len(evals) >= 2 and all("val/bpb" in line and "best val/bpb" in line for line in evals), output
+    for noise in ("Traceback", "FutureWarning", "OMP_NUM_THREADS", "SignalException", "wandb:"):
+        assert noise not in output, (noise, output)
+    assert f"run {run_dir.name} interrupted (exit 130)" in output
+    assert f"resume with:   gptexp run --resume {run_dir.name}" in output
+    # The run keeps its console and its launch record.
+    log = (run_dir / "output.log").read_text()
+    assert evals[0] in log and "interrupted (exit 130)" in log
+    (launch,) = [json.loads(line) for line in (run_dir / "launches.jsonl").read_text().splitlines()]
+    assert launch["argv"][1:] == _tiny_args(spec, runs_dir, "ctrlc", "--set", "train.eval_every=5")
+    assert launch["overrides"] == ["train.eval_every=5"] and launch["resume"] is False
+    assert launch["host"] and launch["torch"] == torch.__version__ and launch["python"]
 
 
 def test_wandb_disabled_never_imports_wandb_in_the_workers(runs_dir: Path, tiny_spec, tmp_path: Path) -> None:
