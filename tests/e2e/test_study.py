@@ -96,6 +96,7 @@ def test_study_runs_resumes_after_a_kill_and_writes_the_results(tmp_path, runs_d
 @pytest.mark.parametrize("edit, message", [
     ({"arms": {"only": {"seeds": 1, "set": {}}}}, "arms"),
     ({"seeds": [1, 1]}, "seeds must be distinct"),
+    ({"budget": {"context_bytes_tolerance": 0.01}}, "bytes of context per window differ"),  # char 32 vs BPE 16 tokens
 ])
 def test_bad_study_exits_2_with_one_line(tmp_path, runs_dir, edit, message):
     raw = yaml.safe_load(tiny_study(tmp_path).read_text())
