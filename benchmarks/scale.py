@@ -149,7 +149,7 @@ def job_gptexp_prepare(corpus: Path, cache: Path, vocab: int, workers: int | Non
     match = re.search(r"encoding with (\d+) process", next(m for _, m in marks if m.startswith("encoding")))
     n_workers = int(match.group(1)) if match else 1
     mb = corpus_stats(corpus)["bytes"] / 1e6
-    return {"scan_s": first("counting"), "count_s": counted - first("counting"), "merges_s": encode_start - counted,
+    return {"scan_s": first("training"), "count_s": counted - first("training"), "merges_s": encode_start - counted,
             "train_s": encode_start, "encode_s": encode_end - encode_start, "total_s": total, "workers": n_workers,
             "encode_mb_s": mb / (encode_end - encode_start), "encode_mb_s_per_worker": mb / (encode_end - encode_start) / n_workers,
             "tokens_dir_mb": sum(f.stat().st_size for f in prepared.tokens_dir.iterdir()) / 1e6, **peak_mb()}

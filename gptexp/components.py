@@ -171,12 +171,27 @@ def check_custom(section: str, target: str, args: dict[str, Any]) -> Any:
     if not callable(cls):
         raise ComponentError(f"target {target!r} is not a class or callable")
     _require_methods(section, target, cls, REQUIRED_METHODS[section])
-    bind_args(section, target, cls, args)
+    kwargs = bind_args(section, target, cls, args)
+    if section == "objective":  # cheap to build: its `causal` is checked now, not in the workers
+        objective = cls(**kwargs)
+        if not isinstance(getattr(objective, "causal", None), bool):
+            raise ComponentError(f"objective {target}: needs a boolean `causal` attribute (attention the model must use)")
     return cls
 
 
 # ---------------------------------------------------------------------------------------------
 # building
+
+
+def _checked(section: str, target: str, instance: Any) -> Any:
+    """instance, if it satisfies the section's protocol (gptexp.protocols); ComponentError otherwise."""
+    from gptexp import protocols
+
+    protocol = {"model": protocols.LanguageModel, "objective": protocols.Objective,
+                "tokenizer": protocols.TokenizerLike}[section]
+    if not isinstance(instance, protocol):
+        raise ComponentError(f"{target}: the {section} it built does not satisfy gptexp.protocols.{protocol.__name__}")
+    return instance
 
 
 def component_class(section: str, spec: Any) -> Any:
@@ -192,7 +207,7 @@ def build_model(spec: Any, vocab_size: int, causal: bool) -> Any:
     if spec.kind != "custom":
         return cls.from_spec(spec, vocab_size=vocab_size, causal=causal)
     kwargs = bind_args("model", spec.target, cls, spec.args)
-    return cls(vocab_size=vocab_size, block_size=spec.block_size, causal=causal, **kwargs)
+    return _checked("model", spec.target, cls(vocab_size=vocab_size, block_size=spec.block_size, causal=causal, **kwargs))
 
 
 def build_objective(spec: Any) -> Any:
@@ -203,6 +218,7 @@ def build_objective(spec: Any) -> Any:
     objective = cls(**bind_args("objective", spec.target, cls, spec.args))
     if not isinstance(getattr(objective, "causal", None), bool):
         raise ComponentError(f"objective {spec.target}: needs a boolean `causal` attribute (attention the model must use)")
+    _checked("objective", spec.target, objective)
     return objective
 
 
@@ -211,7 +227,7 @@ def build_tokenizer(spec: Any, train_text: str) -> Any:
     cls = component_class("tokenizer", spec)
     if spec.kind != "custom":
         return cls.from_spec(spec, train_text)
-    tokenizer = cls(**bind_args("tokenizer", spec.target, cls, spec.args))
+    tokenizer = _checked("tokenizer", spec.target, cls(**bind_args("tokenizer", spec.target, cls, spec.args)))
     if callable(getattr(tokenizer, "train", None)):
         tokenizer.train(train_text)
     return tokenizer

@@ -22,6 +22,7 @@ VAL_METRICS: Final = (VAL_LOSS, VAL_BPB, VAL_ACC)
 LR: Final = "lr"
 DROPOUT: Final = "dropout"
 TOKENS_PER_SEC: Final = "tokens_per_sec"
+MFU: Final = "mfu"  # model FLOPs utilisation on CUDA devices of known peak (gptexp/mfu.py); absent elsewhere
 TOKENS_SEEN: Final = "tokens_seen"
 BYTES_SEEN: Final = "bytes_seen"
 STEP: Final = "step"
@@ -91,6 +92,7 @@ ENV_RDZV_TIMEOUT: Final = "GPTEXP_RDZV_TIMEOUT"  # seconds a multi-node rendezvo
 ENV_RDZV_PORT: Final = "GPTEXP_RDZV_PORT"  # generated Slurm scripts: rendezvous port
 ENV_CONSOLE_LOG: Final = "GPTEXP_CONSOLE_LOG"  # rank 0 appends its console lines here (output.log)
 ENV_REQUIRE_SERVICES: Final = "GPTEXP_REQUIRE_SERVICES"  # tests: a missing service fails, not skips
+ENV_PEAK_TFLOPS: Final = "GPTEXP_PEAK_TFLOPS"  # dense bf16 peak of a GPU missing from gptexp/mfu.py's table
 # sweep trials (the storage URL may hold a password: it travels in the environment only)
 ENV_OPTUNA_STORAGE: Final = "GPTEXP_OPTUNA_STORAGE"
 ENV_STUDY: Final = "GPTEXP_STUDY"

@@ -209,9 +209,10 @@ def export_hf(run_dir: Path, out: Path, checkpoint: str = "best") -> dict[str, A
     from gptexp.tokenizers.hf import write_hf_tokenizer_dir
     from gptexp.tokenizers.roles import role_ids
 
+    from gptexp.components import build_objective
+
     run = _load_run(run_dir, checkpoint)
-    causal = run.model.causal if hasattr(run.model, "causal") else True
-    architecture = hf_architecture(run.spec.model, causal)
+    architecture = hf_architecture(run.spec.model, build_objective(run.spec.objective).causal)
     vocab_size = run.tokenizer.vocab_size
     try:
         write_tokenizer = write_hf_tokenizer_dir(run.tokenizer, model_max_length=run.spec.model.block_size)

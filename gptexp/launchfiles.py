@@ -27,6 +27,7 @@ import yaml
 
 from gptexp import limits
 from gptexp.spec import ExperimentSpec, SpecError
+from gptexp.sweep.spec import SweepSpec
 from gptexp.tracking import secrets_in
 
 # Paths inside the image built by docker/Dockerfile (keep the two in step).
@@ -227,6 +228,109 @@ def slurm_script(spec: ExperimentSpec, options: SlurmOptions) -> str:
         "",
         'echo "gptexp: run $run_id on $SLURM_NNODES node(s), rendezvous $head:$port, runs in $runs_dir"',
         launch_lines,
+        "",
+    ])
+
+
+# ---------------------------------------------------------------------------------------------
+# Slurm job array of sweep workers (gptexp launch-file SWEEP --slurm --array N)
+
+# Slurm's default MaxArraySize is 1001 (indices 0-1000); sites may lower it.
+MAX_ARRAY_TASKS = 1000
+
+
+@dataclass(frozen=True)
+class SweepArrayOptions:
+    tasks: int
+    gpus_per_task: int
+    job_name: str
+    partition: str | None = None
+    time: str | None = None
+    cpus_per_task: int | None = None
+
+
+def sweep_array_storage(sweep: SweepSpec) -> str | None:
+    """The storage URL the array's tasks share: the sweep's journal or server URL, or None for the
+    default (a journal in the runs directory, chosen when the job starts). SQLite is refused."""
+    from gptexp.sweep.storage import normalize_url, sqlite_path
+
+    if sweep.storage is None:
+        return None
+    if sqlite_path(sweep.storage) is not None or sweep.storage.startswith("sqlite"):
+        raise SpecError(f"{sweep.source}: storage: a SQLite storage cannot be shared by the tasks of a job array "
+                        "(several nodes, no file locking on NFS); use journal:///shared/path/study.journal, "
+                        "PostgreSQL, or leave storage out (a journal in the runs directory)")
+    return normalize_url(sweep.storage)
+
+
+def sweep_array_script(sweep: SweepSpec, options: SweepArrayOptions, workdir: Path | None = None) -> str:
+    """An sbatch script whose `options.tasks` array tasks each run `gptexp sweep` on one shared study.
+
+    Every task is one process on one node working on the same study through a storage on a shared
+    filesystem (a journal file by default) or a database server: the study's trial count is shared,
+    so the array ends when the study holds n_trials; a task killed mid-trial (preempted, timed out,
+    node lost) leaves a trial whose run lock is gone, which another task fails and runs again.
+    """
+    check_slurm_options(SlurmOptions(nodes=1, gpus_per_node=options.gpus_per_task, job_name=options.job_name,
+                                     partition=options.partition, time=options.time,
+                                     cpus_per_task=options.cpus_per_task))
+    if not 1 <= options.tasks <= MAX_ARRAY_TASKS:
+        raise SpecError(f"--array {options.tasks}: expected 1 to {MAX_ARRAY_TASKS} tasks (Slurm's default MaxArraySize)")
+    storage = sweep_array_storage(sweep)
+    sweep_file = str(Path(sweep.source).resolve())
+    # A sweep's relative paths (experiment, the experiment's data.path) are from the directory it
+    # is run in: every task runs from the directory this script was written in.
+    workdir = (workdir or Path.cwd()).resolve()
+    study = str(sweep.study)
+    directives = [f"--job-name={options.job_name}", f"--array=0-{options.tasks - 1}", "--nodes=1", "--ntasks=1"]
+    if options.gpus_per_task > 0:
+        directives.append(f"--gpus-per-node={options.gpus_per_task}")
+    if options.cpus_per_task is not None:
+        directives.append(f"--cpus-per-task={options.cpus_per_task}")
+    if options.partition is not None:
+        directives.append(f"--partition={options.partition}")
+    if options.time is not None:
+        directives.append(f"--time={options.time}")
+    # SIGTERM to the batch shell (exec'd into gptexp sweep) two minutes before the time limit: the
+    # running trials checkpoint, fail as interrupted and are queued again for the other tasks.
+    directives += ["--signal=B:TERM@120", "--output=%x-%A_%a.out"]
+    default_storage = f'journal://$runs_dir/{dns_label(study, 64)}.journal'
+    storage_line = (f"storage=${{GPTEXP_OPTUNA_STORAGE:-{shlex.quote(storage)}}}" if storage is not None
+                    else f'storage=${{GPTEXP_OPTUNA_STORAGE:-"{default_storage}"}}')
+    return "\n".join([
+        "#!/bin/bash",
+        *(f"#SBATCH {directive}" for directive in directives),
+        "#",
+        f"# gptexp sweep {_quoted(sweep_file)} (study {_quoted(study)}, {sweep.n_trials} trials in total) as a job",
+        f"# array of {options.tasks} sweep workers, each on one node; written by `gptexp launch-file --slurm --array`.",
+        "# Submit from the directory whose runs/ should hold the trials:  sbatch THIS_FILE",
+        "#",
+        "# Every task runs `gptexp sweep SWEEP --storage URL` on the same study: n_trials counts the study's",
+        "# trials, so the tasks share the work and stop when it is done (a task may start after the study is",
+        "# full and exit at once). The storage is a journal file (Optuna's JournalStorage, no database server)",
+        "# unless the sweep names a PostgreSQL one or $GPTEXP_OPTUNA_STORAGE is set.",
+        "#",
+        "# Before you submit:",
+        "#   - gptexp must be on PATH on every node (activate its virtualenv on a shared filesystem first).",
+        "#   - The sweep file, its experiment spec and data.path are read by every task from the paths",
+        "#     below (relative ones from the directory below): keep them on a shared filesystem. So must",
+        "#     the runs directory ($GPTEXP_RUNS_DIR,",
+        "#     default runs/ in the submit directory) and the journal: a task that dies is recovered by",
+        "#     another one that sees its trial's run directory unlocked.",
+        f"#   - Each task runs {sweep.workers} trial(s) at once (the sweep's workers); give it the GPUs they need.",
+        "#   - Secrets are not in this file: export PGPASSWORD or WANDB_API_KEY before sbatch.",
+        "set -eu",
+        "",
+        'command -v gptexp >/dev/null || { echo "gptexp: not on PATH; activate its environment before sbatch" >&2; exit 2; }',
+        f"sweep_file={shlex.quote(sweep_file)}",
+        '[ -f "$sweep_file" ] || { echo "gptexp: $sweep_file is not on this node; keep it on a shared filesystem" >&2; exit 2; }',
+        'runs_dir=$(realpath -m "${GPTEXP_RUNS_DIR:-$SLURM_SUBMIT_DIR/runs}")',
+        'mkdir -p "$runs_dir"',
+        storage_line,
+        f"cd {shlex.quote(str(workdir))}  # the sweep's relative paths (experiment, data.path) are from here",
+        "",
+        'echo "gptexp: sweep worker $SLURM_ARRAY_TASK_ID of job $SLURM_ARRAY_JOB_ID on $(hostname), runs in $runs_dir"',
+        f'exec gptexp sweep "$sweep_file" --study {shlex.quote(study)} --storage "$storage" --runs-dir "$runs_dir"',
         "",
     ])
 

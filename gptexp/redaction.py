@@ -52,9 +52,16 @@ _MAPPING_SECRET = re.compile(
 
 
 def _mask(match: re.Match[str]) -> str:
+    """A URL's password or query value: replaced whole."""
+    return f"{match.group('head')}{MASK}"
+
+
+def _mask_value(match: re.Match[str]) -> str:
+    """A DSN or mapping value: its quotes, if it was quoted, stay around the mask."""
     secret = match.group("secret")
-    quote_char = secret[:1] if secret[:1] in ("'", '"') else ""
-    return f"{match.group('head')}{quote_char}{MASK}{quote_char}"
+    opening = secret[:1] if secret[:1] in ("'", '"') else ""
+    closing = opening if opening and len(secret) >= 2 and secret.endswith(opening) else ""
+    return f"{match.group('head')}{opening}{MASK}{closing}"
 
 
 def passwords_of(url: str) -> set[str]:
@@ -85,8 +92,9 @@ def redact(text: str, known: Iterable[str] = ()) -> str:
     # two characters) would mask unrelated text, and the patterns below already cover their forms.
     for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
         text = text.replace(secret, MASK)
-    for pattern in (_URL_USERINFO, _QUERY_SECRET, _KEY_VALUE_SECRET, _MAPPING_SECRET):
-        text = pattern.sub(_mask, text)
+    for pattern, mask in ((_URL_USERINFO, _mask), (_QUERY_SECRET, _mask), (_KEY_VALUE_SECRET, _mask_value),
+                          (_MAPPING_SECRET, _mask_value)):
+        text = pattern.sub(mask, text)
     return text
 
 

@@ -317,7 +317,7 @@ class TrainSpec(Section):
     eval_batches: int = upto(limits.MAX_EVAL_BATCHES, "batches per evaluation", 20)
     checkpoint_every: int = upto(limits.MAX_STEPS, "steps between checkpoints", 500)
     precision: Literal["fp32", "bf16", "auto"] = Field("auto", description="auto = bf16 autocast on GPU, fp32 on CPU")
-    compile: bool = False
+    compile: bool | Literal["auto"] = Field("auto", description="torch.compile the model; auto = on CUDA, off on CPU")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log_every: int = upto(limits.MAX_STEPS, "steps between train/loss log lines", 10)
 

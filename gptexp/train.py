@@ -40,6 +40,7 @@ from gptexp.data import PreparedData, TokenSplit, load_splits, sample_windows, s
 from gptexp.components import build_objective
 from gptexp.models import build_model, num_parameters, set_dropout
 from gptexp.objectives import metric_sums, metrics_from_sums, token_info
+from gptexp.mfu import flops_per_token, mfu, peak_flops
 from gptexp.optim import build_optimizer, dropout_rate, learning_rate
 from gptexp.redaction import redact
 from gptexp.runlock import RunInUse, RunLock, acquire_writer
@@ -146,7 +147,7 @@ class Trainer:
         if self.resume and self.store.last_checkpoint.exists():
             self._load_checkpoint(self.store.last_checkpoint)
         wrapped: nn.Module = self.model
-        if spec.train.compile:
+        if spec.train.compile is True or (spec.train.compile == "auto" and self.ctx.device.type == "cuda"):
             wrapped = torch.compile(wrapped)
         if self.ctx.distributed:
             device_ids = [self.ctx.local_rank] if self.ctx.device.type == "cuda" else None
@@ -155,6 +156,14 @@ class Trainer:
             wrapped = DistributedDataParallel(wrapped, device_ids=device_ids, forward_sync_buffers=False)
         self.train_model = wrapped
         self.autocast_dtype = self._autocast_dtype()
+        self.cuda = self.ctx.device.type == "cuda"
+        # MFU (gptexp/mfu.py) where the device's peak is known; rank 0 logs it with tokens/s.
+        self.flops_per_token = flops_per_token(num_parameters(self.model), getattr(spec.model, "n_layer", 0),
+                                               getattr(spec.model, "block_size", 0), getattr(spec.model, "n_embd", 0))
+        self.peak_flops = peak_flops(torch.cuda.get_device_name(self.ctx.device)) if self.cuda else None
+        # The per-step flags go host -> device through one pinned buffer (no pageable copy, which
+        # would wait for the GPU inside the step).
+        self.flags_host = torch.zeros(6, dtype=torch.float64, pin_memory=self.cuda)
         self.tracker = self._make_tracker() if self.ctx.is_main else None
         self.pruner = self._make_pruning_bridge()
 
@@ -204,6 +213,12 @@ class Trainer:
         return PruningBridge.from_environment(is_main=self.ctx.is_main)
 
     # -- one step ---------------------------------------------------------------------------
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A batch tensor on the device: on CUDA from pinned memory, without blocking the host."""
+        if not self.cuda:
+            return tensor.to(self.ctx.device)
+        return tensor.pin_memory().to(self.ctx.device, non_blocking=True)
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
@@ -225,7 +240,7 @@ class Trainer:
             generator = torch.Generator().manual_seed(step_seed(spec.seed, ctx.rank, step, micro, DATA_STREAM))
             window = sample_windows(self.splits["train"], spec.train.batch_size, spec.model.block_size + 1, generator)
             batch = self.objective.make_batch(window, self.token_info, generator)
-            inputs, labels = batch.inputs.to(ctx.device), batch.labels.to(ctx.device)
+            inputs, labels = self._to_device(batch.inputs), self._to_device(batch.labels)
             # Only the last micro-step all-reduces gradients; the others accumulate locally.
             skip_grad_sync = ctx.distributed and micro < accum - 1
             with self.train_model.no_sync() if skip_grad_sync else contextlib.nullcontext(), self._autocast():
@@ -239,8 +254,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
         orphaned = 1.0 if self.launcher_pid and not pid_alive(self.launcher_pid) else 0.0
-        flags = torch.tensor([0.0, bytes_sum, self.stop_flags[SIGINT_FLAG], self.stop_flags[SIGTERM_FLAG], orphaned, 0.0],
-                             dtype=torch.float64, device=ctx.device)  # nccl reduces device tensors only
+        # The step's only host sync is flags.cpu() below, after the optimizer step: the loss and the
+        # stop flags every rank must agree on. nccl reduces device tensors only.
+        self.flags_host.copy_(torch.tensor([0.0, bytes_sum, self.stop_flags[SIGINT_FLAG],
+                                            self.stop_flags[SIGTERM_FLAG], orphaned, 0.0], dtype=torch.float64))
+        flags = self.flags_host.to(ctx.device, non_blocking=True) if self.cuda else self.flags_host.clone()
         flags[LOSS] = loss_sum.double() / accum
         if ctx.distributed:
             dist.all_reduce(flags)
@@ -260,8 +278,8 @@ class Trainer:
             window = sample_windows(self.splits["val"], spec.train.batch_size, spec.model.block_size + 1, generator)
             batch = self.objective.make_batch(window, self.token_info, generator)
             with self._autocast():
-                logits, _ = self.model(batch.inputs.to(ctx.device))
-            totals += metric_sums(logits.float(), batch.labels.to(ctx.device), batch.label_bytes.to(ctx.device))
+                logits, _ = self.model(self._to_device(batch.inputs))
+            totals += metric_sums(logits.float(), self._to_device(batch.labels), self._to_device(batch.label_bytes))
         if ctx.distributed:
             dist.all_reduce(totals)
         self.model.train()
@@ -337,7 +355,13 @@ class Trainer:
             C.LR: learning_rate(step, spec.optim, spec.train.max_steps),
             C.DROPOUT: dropout_rate(step, spec.dropout_schedule, getattr(spec.model, "dropout", 0.0), spec.train.max_steps),
             C.TOKENS_PER_SEC: round(tokens_per_sec, 1),
+            **self._mfu(tokens_per_sec),
         }))
+
+    def _mfu(self, tokens_per_sec: float) -> dict[str, float]:
+        """{mfu: fraction} on a device of known peak, {} elsewhere (tokens/s is over all ranks)."""
+        value = mfu(tokens_per_sec, self.flops_per_token, self.ctx.world_size, self.peak_flops)
+        return {C.MFU: round(value, 4)} if value is not None else {}
 
     def _log_eval(self, metrics: dict[str, float]) -> None:
         counters = self.counters
@@ -430,6 +454,7 @@ class Trainer:
             C.SUMMARY_WALL_TIME: round(wall, 3),
             C.SUMMARY_TRAIN_TIME: round(c.train_time_s, 3),
             C.TOKENS_PER_SEC: round(c.tokens_seen / c.train_time_s, 1) if c.train_time_s else None,
+            **(self._mfu(c.tokens_seen / c.train_time_s) if c.train_time_s else {}),
             C.TRAIN_LOSS: c.last_train_loss,
             **{k: v for k, v in c.last_eval.items()},
             C.SUMMARY_BEST_BPB: c.best_val_bpb,

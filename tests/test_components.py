@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptexp.components import (BUILTIN_KINDS, ComponentError, build_model, build_objective,
+from gptexp.components import (BUILTIN_KINDS, build_model, build_objective,
                                components_record, expand_entry_point, import_target)
 from gptexp.models import GPT, Bigram, generate
 from gptexp.spec import SpecError, validate_spec
@@ -93,9 +93,8 @@ def test_builtin_kinds_go_through_the_same_registry() -> None:
 def test_custom_objective_must_say_whether_it_is_causal(lab: Path) -> None:
     (lab / "tinylab" / "objectives.py").write_text(
         "class NoCausal:\n    def make_batch(self, window, info, generator):\n        return None\n")
-    spec = validate_spec({"objective": {"kind": "custom", "target": "tinylab.objectives:NoCausal"}}, "x")
-    with pytest.raises(ComponentError, match="needs a boolean `causal` attribute"):
-        build_objective(spec.objective)
+    with pytest.raises(SpecError, match="objective: objective tinylab.objectives:NoCausal: needs a boolean `causal`"):
+        validate_spec({"objective": {"kind": "custom", "target": "tinylab.objectives:NoCausal"}}, "x")
     good = validate_spec({"objective": {"kind": "custom", "target": "tinylab.models:ShiftedClm", "args": {"skip": 2}}}, "x")
     assert build_objective(good.objective).skip == 2
 

@@ -470,3 +470,88 @@ def test_pytorchjob_pods_run_one_job_across_two_simulated_pods(tmp_path: Path) -
     assert [code for code, _ in outcomes] == [0, 0], outcomes
     status = json.loads((runs / "two-pods" / "status.json").read_text())
     assert status["status"] == "completed" and status["world_size"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Slurm job array of sweep workers
+
+
+def write_array_sweep(tmp_path: Path, **fields: object) -> Path:
+    import yaml
+
+    from tests.conftest import TINY_SPEC
+
+    (tmp_path / "experiment.yaml").write_text(yaml.safe_dump(TINY_SPEC))
+    sweep = {"experiment": "experiment.yaml", "space": {"optim.lr": {"low": 1e-3, "high": 1e-2}},
+             "n_trials": 6, "workers": 2, "study": "arr", **fields}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    return tmp_path / "sweep.yaml"
+
+
+def test_a_sweep_array_runs_one_gptexp_sweep_per_task_on_a_shared_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The script is run by bash with Slurm's variables and a stand-in `gptexp` that records its argv."""
+    import subprocess
+
+    from gptexp.launchfiles import SweepArrayOptions, sweep_array_script
+    from gptexp.sweep.spec import load_sweep_spec
+
+    monkeypatch.chdir(tmp_path)
+    sweep = load_sweep_spec(write_array_sweep(tmp_path))
+    script = sweep_array_script(sweep, SweepArrayOptions(tasks=3, gpus_per_task=1, job_name="arr", time="02:00:00"))
+    assert "#SBATCH --array=0-2\n" in script and "#SBATCH --gpus-per-node=1\n" in script
+    assert "#SBATCH --signal=B:TERM@120\n" in script and "#SBATCH --time=02:00:00\n" in script
+    bin_dir, submit = tmp_path / "bin", tmp_path / "submit"
+    bin_dir.mkdir()
+    submit.mkdir()
+    (bin_dir / "gptexp").write_text('#!/bin/bash\necho "cwd=$PWD"\nprintf "%s\\n" "$@"\n')
+    (bin_dir / "gptexp").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "SLURM_SUBMIT_DIR": str(submit), "SLURM_ARRAY_TASK_ID": "1",
+           "SLURM_ARRAY_JOB_ID": "77"}
+    (tmp_path / "job.sh").write_text(script)
+    ran = subprocess.run(["bash", str(tmp_path / "job.sh")], env=env, capture_output=True, text=True, cwd=submit)
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines[0] == f"gptexp: sweep worker 1 of job 77 on {os.uname().nodename}, runs in {submit}/runs"
+    assert lines[1] == f"cwd={tmp_path}"  # the sweep's relative experiment path resolves as when it was written
+    assert lines[2:] == ["sweep", str(tmp_path / "sweep.yaml"), "--study", "arr", "--storage",
+                         f"journal://{submit}/runs/arr.journal", "--runs-dir", f"{submit}/runs"]
+    # $GPTEXP_OPTUNA_STORAGE wins over the default journal; a missing sweep file stops the task (exit 2).
+    ran = subprocess.run(["bash", str(tmp_path / "job.sh")], env={**env, "GPTEXP_OPTUNA_STORAGE": "postgresql://u@h/db"},
+                         capture_output=True, text=True, cwd=submit)
+    assert "postgresql://u@h/db" in ran.stdout.splitlines()
+    (tmp_path / "sweep.yaml").unlink()
+    ran = subprocess.run(["bash", str(tmp_path / "job.sh")], env=env, capture_output=True, text=True, cwd=submit)
+    assert ran.returncode == 2 and "is not on this node" in ran.stderr
+
+
+def test_a_sweep_array_refuses_sqlite_and_too_many_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gptexp.launchfiles import SweepArrayOptions, sweep_array_script
+    from gptexp.spec import SpecError
+    from gptexp.sweep.spec import load_sweep_spec
+
+    monkeypatch.chdir(tmp_path)
+    options = SweepArrayOptions(tasks=2, gpus_per_task=0, job_name="arr")
+    with pytest.raises(SpecError, match="storage: a SQLite storage cannot be shared by the tasks of a job array"):
+        sweep_array_script(load_sweep_spec(write_array_sweep(tmp_path, storage="sqlite:///x.db")), options)
+    sweep = load_sweep_spec(write_array_sweep(tmp_path, storage="journal:shared/s.journal"))
+    script = sweep_array_script(sweep, options)
+    assert f"storage=${{GPTEXP_OPTUNA_STORAGE:-journal://{tmp_path}/shared/s.journal}}" in script
+    assert "--gpus-per-node" not in script
+    with pytest.raises(SpecError, match="--array 1001: expected 1 to 1000 tasks"):
+        sweep_array_script(sweep, SweepArrayOptions(tasks=1001, gpus_per_task=0, job_name="arr"))
+
+
+def test_launch_file_array_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    sweep = write_array_sweep(tmp_path)
+    result = invoke([str(sweep), "--slurm", "--array", "4", "--gpus-per-node", "0", "--out", str(tmp_path / "a.sh")])
+    assert result.exit_code == 0, result.output
+    assert "#SBATCH --array=0-3" in (tmp_path / "a.sh").read_text() and "sbatch" in result.output
+    for args, message in [
+        (["--k8s", "--array", "2"], "--array goes with --slurm"),
+        (["--slurm", "--array", "2", "--nodes", "2"], "--nodes does not go with --array"),
+        (["--slurm", "--array", "2", "--set", "storage=postgresql://u:hunter22@h/db"], "URL with a password"),
+    ]:
+        result = invoke([str(sweep), *args])
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        assert "hunter22" not in result.output

@@ -108,7 +108,7 @@ def test_space_types_are_inferred_and_overrides_take_both_forms(tmp_path: Path) 
     ({"overrides": ["launch.nnodes=2"]}, "sweep.yaml: launch.nnodes: a sweep trial runs on one node"),
     ({"workers": 65}, "sweep.yaml: workers: Input should be less than or equal to 64"),
     ({"study": "s" * 59}, "sweep.yaml: study: 59 characters ('ssssssssssssssss'...); at most 58, because trials are tagged study:<study>"),
-    ({"study": "two\nlines"}, "sweep.yaml: study: 'two\\nlines' contains a newline"),
+    ({"study": "two\nlines"}, "sweep.yaml: study: group 'two\\nlines' contains a newline"),
 ])
 def test_bad_sweep_files_are_one_clear_spec_error(tmp_path: Path, fields: dict, message: str) -> None:
     path = write_sweep(tmp_path, **fields)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def launch_file(
-    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="experiment spec (YAML)", show_default=False)],
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC|SWEEP", help="experiment spec (YAML); with --array, a sweep file", show_default=False)],
     slurm: Annotated[bool, typer.Option("--slurm", help="write an sbatch script")] = False,
     k8s: Annotated[bool, typer.Option("--k8s", help="write a Kubeflow manifest, PyTorchJob or TrainJob (--k8s-api), with a ConfigMap holding the spec")] = False,
     nodes: Annotated[Optional[int], typer.Option("--nodes", help="nodes (pods); default: the spec's launch.nnodes", show_default=False)] = None,
@@ -35,6 +35,7 @@ def launch_file(
     k8s_api: Annotated[Optional[str], typer.Option("--k8s-api", help="--k8s: trainjob (Kubeflow Trainer v2 TrainJob) or pytorchjob (the legacy training operator; default)", show_default=False)] = None,
     runtime: Annotated[Optional[str], typer.Option("--runtime", help="--k8s-api trainjob: the ClusterTrainingRuntime to use (default torch-distributed)", show_default=False)] = None,
     runs_pvc: Annotated[Optional[str], typer.Option("--runs-pvc", help="--k8s: PersistentVolumeClaim (ReadWriteMany) mounted as the runs directory of every pod; needed for --nodes > 1 (default: an emptyDir)", show_default=False)] = None,
+    array: Annotated[Optional[int], typer.Option("--array", min=1, help="--slurm: a Slurm job array of N `gptexp sweep` workers on one study; the file is a sweep file (its storage: a journal on the shared filesystem by default, or PostgreSQL)", show_default=False)] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a spec field: --set train.max_steps=100 (value parsed as YAML); repeatable")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="file to write (default: standard output)", show_default=False)] = None,
 ) -> None:
@@ -43,6 +44,10 @@ def launch_file(
 
     Each node runs `gptexp run` with a shared rendezvous and run id; the validated spec travels
     with the file; secrets never do.
+
+    gptexp launch-file SWEEP --slurm --array N writes a job array of N sweep workers, one node each,
+    sharing one study through a journal file (or PostgreSQL); the sweep file, its experiment, the
+    data and the runs directory must be on a shared filesystem.
     """
     from gptexp import launchfiles
 
@@ -59,6 +64,14 @@ def launch_file(
         fail(f"--out {out}: is a directory, expected a file path")
     if out is not None and not out.parent.is_dir():
         fail(f"--out {out}: directory {out.parent} does not exist")
+    if array is not None:
+        if not slurm:
+            fail("--array goes with --slurm (a Slurm job array of sweep workers)")
+        if nodes is not None:
+            fail("--nodes does not go with --array: every array task is one sweep worker on one node")
+        _write(_sweep_array(spec_path, array, gpus_per_node, job_name, partition, time, cpus_per_task, overrides or []),
+               [], out, f"sbatch {out}")
+        return
     spec = _load(spec_path, overrides or [])
     nodes = spec.launch.nnodes if nodes is None else nodes
     name = launchfiles.dns_label(spec.name, 24)
@@ -79,8 +92,13 @@ def launch_file(
                                          runtime=runtime or launchfiles.TRAINJOB_RUNTIME)
         text = launchfiles.k8s_manifest(spec, options)
         next_step = f"kubectl apply -f {out}"
-    launchfiles.check_no_secrets(text, "the launch file")  # SpecError: exit 2
+    _write(text, notes, out, next_step)
 
+
+def _write(text: str, notes: list[str], out: Path | None, next_step: str) -> None:
+    from gptexp.launchfiles import check_no_secrets
+
+    check_no_secrets(text, "the launch file")  # SpecError: exit 2
     for message in notes:
         note(f"note: {message}", style="yellow")
     if out is None:
@@ -91,6 +109,19 @@ def launch_file(
     except OSError as error:
         fail(f"--out {out}: cannot write ({error.strerror})")
     note(f"wrote {out}; next: {next_step}", style="")
+
+
+def _sweep_array(sweep_path: Path, tasks: int, gpus: int, job_name: str | None, partition: str | None,
+                 time: str | None, cpus_per_task: int | None, overrides: list[str]) -> str:
+    """The job array script for a sweep file (validated as `gptexp sweep` would)."""
+    from gptexp import launchfiles
+    from gptexp.sweep.spec import load_sweep_spec
+
+    sweep = load_sweep_spec(sweep_path, overrides)
+    options = launchfiles.SweepArrayOptions(tasks=tasks, gpus_per_task=gpus,
+                                            job_name=job_name or launchfiles.dns_label(str(sweep.study), 24),
+                                            partition=partition, time=time, cpus_per_task=cpus_per_task)
+    return launchfiles.sweep_array_script(sweep, options)
 
 
 def _load(spec_path: Path, overrides: list[str]) -> ExperimentSpec:

@@ -18,7 +18,7 @@ from rich.text import Text
 from gptexp.cli.console import stdout, wide_console
 from gptexp.cli.errors import fail
 from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, checked_runs_dir, writable_runs_dir
-from gptexp.contract import EXIT_SIGINT, EXIT_SIGTERM
+from gptexp.contract import ENV_OPTUNA_STORAGE, EXIT_SIGINT, EXIT_SIGTERM
 
 STATUS = "status"
 POSTGRES_HINT = "for PostgreSQL: pip install 'gptexp[postgres]'"
@@ -29,7 +29,7 @@ def sweep(
     study_name: Annotated[Optional[str], typer.Argument(metavar="[STUDY]", help="status only: the study to show (default: the only one in the storage)", show_default=False)] = None,
     n_trials: Annotated[Optional[int], typer.Option("--n-trials", min=1, help="trials in the study in total (overrides n_trials); a rerun adds trials up to it")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="trials run at once by this process, 1 to 64 (overrides workers)")] = None,
-    storage: Annotated[Optional[str], typer.Option("--storage", envvar="GPTEXP_OPTUNA_STORAGE", show_envvar=True, help="Optuna storage URL, e.g. postgresql+psycopg://user:pw@host/db (default: sqlite <runs-dir>/optuna.db)", show_default=False)] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", envvar=ENV_OPTUNA_STORAGE, show_envvar=True, help="Optuna storage URL: postgresql+psycopg://user@host/db, journal:///shared/path/study.journal (a file on a shared filesystem, no server), sqlite:///path.db (default: sqlite <runs-dir>/optuna.db)", show_default=False)] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="study name (overrides study; default: the sweep file's name)")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a sweep field: --set pruner.kind=none (value parsed as YAML); repeatable")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="status only: print JSON instead of a table")] = False,
@@ -37,7 +37,7 @@ def sweep(
 ) -> None:
     """Run an Optuna sweep whose trials are gptexp runs, or show a study's trials.
 
-    gptexp sweep SWEEP [--n-trials N] [--workers K] [--storage URL] [--study NAME] [--set k=v]... creates the study or resumes it (n_trials counts all trials of the study, so a rerun adds trials up to it) and trains each trial as a run in --runs-dir. Several processes, on one or several machines, may work on one study through a shared PostgreSQL --storage. Ctrl-C stops the running trials (they are queued again); run the same command to resume.
+    gptexp sweep SWEEP [--n-trials N] [--workers K] [--storage URL] [--study NAME] [--set k=v]... creates the study or resumes it (n_trials counts all trials of the study, so a rerun adds trials up to it) and trains each trial as a run in --runs-dir. Several processes, on one or several machines, may work on one study through a shared PostgreSQL or journal --storage (`gptexp launch-file SWEEP --slurm --array N` writes a Slurm job array of such workers). Ctrl-C stops the running trials (they are queued again); run the same command to resume.
 
     gptexp sweep status [STUDY] [--storage URL | --runs-dir D] [--json] shows the trials (number, state, params, value, run id) and the best one; without STUDY it lists the studies when there are several.
 
@@ -101,12 +101,12 @@ def _load_status(storage_url: str, study_name: str) -> dict[str, Any] | None:
 
 def _status(study: str | None, storage: str | None, runs_dir: Path, as_json: bool) -> None:
     from gptexp.sweep.status import study_names, study_status
-    from gptexp.sweep.storage import default_storage_url, sqlite_path
     from gptexp.redaction import redact
+    from gptexp.sweep.storage import default_storage_url, normalize_url, storage_file
 
-    url = storage or default_storage_url(runs_dir)
-    db = sqlite_path(url)
-    if db is not None and not db.exists():
+    url = normalize_url(storage or default_storage_url(runs_dir))
+    db = storage_file(url)  # SQLite or journal: opening a missing file would create it
+    if db is not None and not db.is_file():
         fail(f"no sweep storage at {db} (run a sweep with --runs-dir {runs_dir}, or give --storage URL)")
     try:
         names = study_names(url)

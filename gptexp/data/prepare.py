@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from gptexp.data.corpus import CorpusInfo, CorpusSource, corpus_sources, scan
+from gptexp.data.corpus import CorpusInfo, corpus_sources, read_blocks, scan
 from gptexp.data.pieces import SPLIT_ORDER, cut_pieces, decode_stream, split_byte_ranges, split_stream
 from gptexp.data.progress import ByteProgress
 from gptexp.data.tokens import (MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, SPLITS, CacheError, PreparedData,
@@ -46,7 +46,10 @@ def sha256_text(text: str) -> str:
 
 
 def needs_word_starts(spec: ExperimentSpec) -> bool:
-    """Word starts are stored only for objectives that mask whole words (or parts of words)."""
+    """Word starts are stored only for objectives that mask whole words (or parts of words), and for
+    custom objectives (they may use them; one bit per token)."""
+    if spec.objective.kind == "custom":
+        return True
     return spec.objective.kind in ("mlm", "mntp") and getattr(spec.objective, "mask_unit", "token") != "token"
 
 
@@ -78,8 +81,6 @@ class Layout:
 
     def split_texts(self) -> Iterator[tuple[str, Iterator[str]]]:
         """(split, its text blocks) in stream order; each split's blocks must be consumed in turn."""
-        from gptexp.data.corpus import read_blocks
-
         parts = split_stream(read_blocks(self.train_source), self.cuts)
         for number, group in itertools.groupby(parts, key=lambda part: part[0]):
             split = SPLIT_ORDER[number] if self.val_source is None else ("train", "test")[number]
@@ -206,7 +207,7 @@ def train_tokenizer_streaming(spec: ExperimentSpec, layout: Layout, workers: int
     what = f"{tok.kind} tokenizer" + (f" on a {rate:.1%} sample" if rate < 1.0 else "")
     state = {"kind": tok.kind, "pattern": tok.pattern}
     pieces = sampled(layout.pieces(piece_chars, tok.pattern, only="train"), rate)
-    with ByteProgress(f"counting for the {what}", int(layout.train_bytes * rate), message) as bar:
+    with ByteProgress(f"training {what}: counting chunks", int(layout.train_bytes * rate), message) as bar:
         if tok.kind == "char":
             chars: set[str] = set()
             for n_bytes, piece_chars_found in ordered_map(_count_piece, pieces, workers, state):

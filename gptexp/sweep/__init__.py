@@ -34,9 +34,12 @@ Storage. Default: SQLite at `<runs_dir>/optuna.db` (WAL journal, 60 s busy timeo
 It serves any --workers in one process and the trial processes' pruning reports on the same
 machine; several `gptexp sweep` processes on one machine also work (file lock), but SQLite needs a
 local filesystem (no NFS) and serializes every write, so for several machines or many workers use
-PostgreSQL: `--storage postgresql+psycopg://user:pw@host/db` (`pip install gptexp[postgres]`).
-Optuna's JournalStorage was not chosen: it has no heartbeats, so a killed worker's trial would stay
-RUNNING forever. The URL travels to trials only in the environment (GPTEXP_OPTUNA_STORAGE), never in
+PostgreSQL: `--storage postgresql+psycopg://user:pw@host/db` (`pip install gptexp[postgres]`), or,
+on a cluster with a shared filesystem and no database server, a journal file:
+`--storage journal:///shared/path/study.journal` (Optuna's JournalStorage; storage.py). A journal
+has no heartbeats: a RUNNING trial is failed and queued again once its run directory is no longer
+locked (the launcher's and trainer's OS locks, gptexp.runlock) and its sweep process is gone
+(runner.fail_orphaned_trials). The URL travels to trials only in the environment (GPTEXP_OPTUNA_STORAGE), never in
 a spec, run directory, log or W&B config; printed URLs are redacted.
 
 Workers. `--workers K` runs K trials at once (threads, each waiting on its own torchrun). If

@@ -5,6 +5,7 @@ See the package docstring (gptexp/sweep/__init__.py) for counting, retries, sign
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -29,10 +30,15 @@ from gptexp.spec import ExperimentSpec, SpecError, format_validation_error
 from gptexp.sweep.pruning import ENV_METRIC, ENV_PRUNER, ENV_STORAGE, ENV_STUDY, ENV_TRIAL, ENV_TRIAL_ID, build_pruner
 from gptexp.sweep.spec import STUDY_TAG_PREFIX, TRIAL_TAG_PREFIX, CategoricalParam, FloatParam, IntParam, SweepSpec
 from gptexp.sweep.status import format_params
-from gptexp.sweep.storage import StudyGate, default_storage_url, fail_stale_trials, open_storage, prepare_sqlite
-from gptexp.tracking import RunStore, new_run_id
+from gptexp.runlock import run_is_locked
+from gptexp.sweep.storage import (StudyGate, check_url, default_storage_url, fail_stale_trials, journal_path, normalize_url,
+                                   open_storage, prepare_sqlite)
+from gptexp.tracking import RunStore, new_run_id, pid_alive
 
 POLL_S = 2.0  # how often a process with nothing to start looks for retries and finished trials
+# A trial of another host whose run is unlocked is failed only if it is still RUNNING this long
+# after it was first seen so: its owner may be between the end of the run and telling the study.
+ORPHAN_CONFIRM_S = 10.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,6 +126,64 @@ class RetryStaleTrial:
 
 
 # ---------------------------------------------------------------------------------------------
+# trials whose worker died, without heartbeats (JournalStorage)
+
+
+def trial_owner_is_gone(trial: FrozenTrial, grace_s: float, now: dt.datetime) -> bool:
+    """Whether nothing runs RUNNING `trial` any more, judged by its run's OS locks.
+
+    The sweep process that runs a trial records its host and pid, then launches the run, whose
+    launcher (that same process) and trainer hold the run directory's locks (gptexp.runlock) until
+    they exit; the kernel drops them when a process dies, SIGKILL included. A trial younger than
+    `grace_s` may not have locked its run yet and is left alone.
+    """
+    started = trial.datetime_start
+    if started is not None and (now - started).total_seconds() < grace_s:
+        return False
+    host, pid = trial.user_attrs.get("host"), trial.user_attrs.get("pid")
+    here = host == socket.gethostname()
+    if here and isinstance(pid, int) and pid_alive(pid):
+        return False  # its sweep process lives on this machine (between runs, or launching one)
+    run_dir = trial.user_attrs.get("run_dir")
+    if run_dir and Path(run_dir).is_dir():
+        return not run_is_locked(Path(run_dir))
+    # No run directory to look at: it died before launching (here: its pid is gone), or the runs
+    # directory is not shared with that host (elsewhere: nothing can be told from here).
+    return here
+
+
+def fail_orphaned_trials(study: optuna.Study, own: set[int], grace_s: float, max_retry: int,
+                         suspects: dict[int, float], log: Callable[[str], None]) -> None:
+    """Fail every RUNNING trial (not run by this process) whose owner is gone, and queue it again.
+
+    The crash recovery of storages without heartbeats. A trial run on another host must be seen
+    orphaned twice, ORPHAN_CONFIRM_S apart (`suspects` remembers when it was first seen).
+    """
+    now, clock = dt.datetime.now(), time.monotonic()  # Optuna stores naive local datetimes
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for number in set(suspects) - {t.number for t in running}:
+        del suspects[number]
+    for trial in running:
+        if trial.number in own or not trial_owner_is_gone(trial, grace_s, now):
+            suspects.pop(trial.number, None)
+            continue
+        if trial.user_attrs.get("host") != socket.gethostname():
+            first_seen = suspects.setdefault(trial.number, clock)
+            if clock - first_seen < ORPHAN_CONFIRM_S:
+                continue
+        suspects.pop(trial.number, None)
+        storage = study._storage  # noqa: SLF001 - Optuna has no public way to end another process's trial
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "error", "worker lost (its run is no longer locked)")
+            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # told meanwhile by its owner
+        requeued = requeue(study, study._storage.get_trial(trial._trial_id), max_retry)  # noqa: SLF001
+        log(f"trial {trial.number} FAIL: worker lost (run {trial.user_attrs.get('run_id', '-')} is no longer locked)"
+            + ("; queued again" if requeued else ""))
+
+
+# ---------------------------------------------------------------------------------------------
 # the sweep
 
 
@@ -179,7 +243,7 @@ class Sweep:
                  log: Callable[[str], None] = print, cpus: int | None = None) -> None:
         self.sweep = sweep
         self.runs_dir = Path(runs_dir).resolve()
-        self.storage_url = storage_url or sweep.storage or default_storage_url(self.runs_dir)
+        self.storage_url = normalize_url(storage_url or sweep.storage or default_storage_url(self.runs_dir))
         # Every line this sweep prints goes through redact, knowing the URL's own password.
         self.log = lambda message: log(redact(message, known=[self.storage_url]))
         self.cpus = cpus or len(os.sched_getaffinity(0))
@@ -193,9 +257,13 @@ class Sweep:
         self._errors: list[str] = []
         self._failed: list[str] = []  # "trial N: error" of trials this process ran that failed for good
         self._started = 0
+        self._own: set[int] = set()  # numbers of the trials this process is running
+        self._current = threading.local()  # the trial number a worker thread runs
+        self._suspects: dict[int, float] = {}  # fail_orphaned_trials' memory
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> SweepResult:
+        check_url(self.storage_url)  # a journal in a missing directory: exit 2 before anything
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.study = open_study(self.sweep, self.storage_url)
         self.gate = StudyGate(self.storage_url, self.sweep.study or "")
@@ -250,11 +318,15 @@ class Sweep:
                     break
                 self.gate.acquire()
                 try:
-                    fail_stale_trials(self.study)
+                    self._recover_lost_trials()
                     budget = count_trials(self.study)
                     if budget.waiting or budget.counted < self.n_trials:
-                        self.study.optimize(self._objective, n_trials=1, catch=(TrialRunFailed, TrialInterrupted),
-                                            callbacks=[self._after_trial])
+                        try:
+                            self.study.optimize(self._objective, n_trials=1, catch=(TrialRunFailed, TrialInterrupted),
+                                                callbacks=[self._after_trial])
+                        finally:  # the trial is told by now: others may judge it again
+                            with self._lock:
+                                self._own.discard(getattr(self._current, "number", None))
                         continue
                 finally:
                     self.gate.release()  # the objective released it once its trial existed
@@ -269,10 +341,26 @@ class Sweep:
             self.log(f"sweep worker stopped: {message}")
             self._stop.set()
 
+    def _recover_lost_trials(self) -> None:
+        """Fail (and queue again) trials whose worker died: by heartbeat on RDB storages, by run
+        lock on a journal (it has no heartbeats)."""
+        if journal_path(self.storage_url) is None:
+            fail_stale_trials(self.study)
+            return
+        with self._lock:
+            own = set(self._own)
+        fail_orphaned_trials(self.study, own, self.sweep.grace_period, self.sweep.retries, self._suspects, self.log)
+
     # -- one trial --------------------------------------------------------------------------
     def _objective(self, trial: optuna.Trial) -> float:
-        self.gate.release()  # the trial exists (created or taken from the queue): others may go on
         number = trial.number
+        with self._lock:
+            self._own.add(number)
+        self._current.number = number
+        self.gate.release()  # the trial exists (created or taken from the queue): others may go on
+        # Who runs this trial, before anything else: the crash recovery of journal storages asks.
+        trial.set_user_attr("host", socket.gethostname())  # several machines may share one study
+        trial.set_user_attr("pid", os.getpid())
         with self._lock:
             values = suggest(trial, self.sweep.space)
         if self._stop.is_set():
@@ -285,7 +373,6 @@ class Sweep:
         run_dir = self.runs_dir / str(spec.launch.run_id)
         trial.set_user_attr("run_id", run_dir.name)
         trial.set_user_attr("run_dir", str(run_dir))
-        trial.set_user_attr("host", socket.gethostname())  # several machines may share one study
         retry = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
         self._started += 1
         self.log(f"trial {number} started{f' (retry of {retry})' if retry is not None else ''}: "

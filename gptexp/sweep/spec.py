@@ -7,13 +7,13 @@ any trial runs, so a bad sweep is a SpecError (exit 2) naming the file and the f
 from __future__ import annotations
 
 import os
-import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
+from gptexp import limits
 from gptexp.spec import (ExperimentSpec, PositiveInt, Section, SpecError, apply_overrides, format_validation_error,
                          read_yaml_file, resolve_paths, validate_spec)
 
@@ -97,11 +97,9 @@ SweepMetric = Literal["val/bpb", "val/loss", "val/acc"]
 MAX_WORKERS = 64
 
 # A study names its trials' W&B group (`<study>`), tags (`study:<study>`, `trial:<n>`) and run names
-# (`<study>-t<n>`). W&B accepts tags of 1 to 64 characters and groups and run names of at most 128,
-# without control characters (the inputs' W&B checks cite the sources); the tag is the tightest.
-WANDB_MAX_TAG_LENGTH = 64
+# (`<study>-t<n>`); gptexp.limits holds W&B's limits (and their sources). The tag is the tightest.
 STUDY_TAG_PREFIX, TRIAL_TAG_PREFIX = "study:", "trial:"
-MAX_STUDY_NAME_LENGTH = WANDB_MAX_TAG_LENGTH - len(STUDY_TAG_PREFIX)
+MAX_STUDY_NAME_LENGTH = limits.WANDB_MAX_TAG_LENGTH - len(STUDY_TAG_PREFIX)
 
 
 def check_study_name(name: str, where: str) -> None:
@@ -111,9 +109,14 @@ def check_study_name(name: str, where: str) -> None:
         raise SpecError(f"{where}: must not be empty")
     if len(name) > MAX_STUDY_NAME_LENGTH:
         raise SpecError(f"{where}: {len(name)} characters ({name[:16]!r}...); at most {MAX_STUDY_NAME_LENGTH}, "
-                        f"because trials are tagged {STUDY_TAG_PREFIX}<study> and W&B accepts tags of at most {WANDB_MAX_TAG_LENGTH}")
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
-        raise SpecError(f"{where}: {name!r} contains a newline or another control character")
+                        f"because trials are tagged {STUDY_TAG_PREFIX}<study> and W&B accepts tags of at most "
+                        f"{limits.WANDB_MAX_TAG_LENGTH}")
+    try:  # the names a trial gets, through the same checks as an experiment spec's
+        limits.check_wandb_name(name, "group")
+        limits.check_wandb_tags([f"{STUDY_TAG_PREFIX}{name}"])
+        limits.check_wandb_name(f"{name}-t{10**9}", "name")
+    except ValueError as error:
+        raise SpecError(f"{where}: {error}") from None
 
 class SweepSpec(Section):
     """A sweep file: which experiment, what to vary, how to search, how much to spend."""

@@ -1,9 +1,18 @@
 """Where a study lives: storage URLs, opening an Optuna storage, and the gate every process of a
 study shares (count, then create or take a trial, atomically).
 
-Default: SQLite at `<runs_dir>/optuna.db` (WAL journal, 60 s busy timeout, heartbeats); PostgreSQL
-for several machines (`postgresql+psycopg://user:pw@host/db`). A URL may carry a password: it is
-printed only through `gptexp.redaction.redact` and travels to trials only in the environment.
+Three kinds of URL:
+- `sqlite:///path/optuna.db` (the default, under the runs directory): WAL journal, 60 s busy
+  timeout, heartbeats; one machine, local filesystem.
+- `postgresql+psycopg://user@host/db`: several machines, heartbeats, an advisory lock as the gate.
+- `journal:///abs/path/study.journal` (or `journal:relative/path`, made absolute): Optuna's
+  JournalStorage with its file backend, for clusters with a shared filesystem and no database
+  server (SQLite on NFS is what Optuna's FAQ warns against). The journal is an append-only log
+  guarded by Optuna's symlink lock (`<path>.lock`, NFS-safe, broken after 30 s if its holder
+  died); the gate is the same kind of lock on `<path>.gate`. JournalStorage has no heartbeats: a
+  trial whose worker died is found by its run lock instead (runner.fail_orphaned_trials).
+A URL may carry a password: it is printed only through `gptexp.redaction.redact` and travels to
+trials only in the environment.
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ import optuna
 
 DEFAULT_STORAGE_FILE = "optuna.db"
 SQLITE_TIMEOUT_S = 60  # trial processes and the sweep's heartbeats share one SQLite file
+JOURNAL_SCHEME = "journal:"
+GATE_SUFFIX = ".gate"
 
 
 def default_storage_url(runs_dir: Path) -> str:
@@ -34,6 +45,41 @@ def sqlite_path(url: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+def journal_path(url: str) -> Path | None:
+    """The log file of a `journal:///abs/path` or `journal:rel/path` URL, None for other storages."""
+    if not url.startswith(JOURNAL_SCHEME):
+        return None
+    rest = url.removeprefix(JOURNAL_SCHEME)
+    path = "/" + rest.removeprefix("///") if rest.startswith("///") else rest.removeprefix("//")
+    return Path(path).expanduser() if path.strip() else None
+
+
+def storage_file(url: str) -> Path | None:
+    """The file a SQLite or journal storage lives in (None for a server)."""
+    return sqlite_path(url) or journal_path(url)
+
+
+def normalize_url(url: str) -> str:
+    """`url` with a relative journal path made absolute: trials and other processes get the same file."""
+    path = journal_path(url)
+    return f"{JOURNAL_SCHEME}//{path.resolve()}" if path is not None else url
+
+
+def check_url(url: str, where: str = "storage") -> None:
+    """A SpecError (exit 2) for a URL gptexp cannot open: a journal URL without a path or inside a
+    missing directory."""
+    from gptexp.spec import SpecError
+
+    if url.startswith(JOURNAL_SCHEME):
+        path = journal_path(url)
+        if path is None:
+            raise SpecError(f"{where}: {url!r}: expected journal:///absolute/path/study.journal")
+        if not path.parent.is_dir():
+            raise SpecError(f"{where}: {url}: directory {path.parent} does not exist")
+        if path.exists() and not path.is_file():
+            raise SpecError(f"{where}: {url}: {path} is not a regular file")
+
+
 def prepare_sqlite(url: str) -> None:
     """Create the directory and switch the database to WAL (readers never block the writer)."""
     path = sqlite_path(url)
@@ -46,10 +92,19 @@ def prepare_sqlite(url: str) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
 
 
-def open_storage(url: str, **heartbeat: Any) -> Any:  # -> optuna.storages.RDBStorage
-    """An RDBStorage for `url`; SQLite gets a long busy timeout (several processes write to it)."""
+def open_storage(url: str, **heartbeat: Any) -> Any:  # -> optuna.storages.BaseStorage
+    """The Optuna storage for `url`: a JournalStorage on a file for `journal:` URLs (heartbeat
+    settings do not apply: it has none), else an RDBStorage; SQLite gets a long busy timeout
+    (several processes write to it)."""
     import optuna
 
+    path = journal_path(url)
+    if path is not None:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return JournalStorage(JournalFileBackend(str(path)))  # link-based lock: NFS-safe
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
@@ -79,17 +134,28 @@ def fail_stale_trials(study: optuna.Study) -> None:
 
 class StudyGate:
     """A thread lock plus a lock shared by every process of the study (PostgreSQL advisory lock,
-    or flock on a file beside the SQLite database; other storages: this process only)."""
+    flock on a file beside the SQLite database, Optuna's NFS-safe link lock beside a journal)."""
 
-    def __init__(self, url: str, study_name: str) -> None:
+    def __init__(self, url: str, study_name: str, stale_after_s: int = 30) -> None:
         self._thread_lock = threading.Lock()
         self._local = threading.local()
         self._file = None
         self._connection = None
+        self._link_lock = None
         self._key = int.from_bytes(sha256(f"gptexp-sweep:{study_name}".encode()).digest()[:8], "big", signed=True)
         db = sqlite_path(url)
         if db is not None:
             self._file = open(db.with_name(db.name + ".lock"), "a+b")  # noqa: SIM115 - held for the sweep
+        elif journal_path(url) is not None:
+            from optuna.storages.journal import JournalFileSymlinkLock
+
+            # flock is unreliable on NFS; this lock is a symlink `<gate>.lock` -> `<gate>` made
+            # atomically (any NFS version). One left by a killed process is broken by a waiter that
+            # has waited `stale_after_s` (Optuna stats the link's target: the target must exist).
+            # The gate is held for milliseconds (count, create or take a trial), never that long.
+            gate = Path(str(journal_path(url)) + GATE_SUFFIX)
+            gate.touch(exist_ok=True)
+            self._link_lock = JournalFileSymlinkLock(str(gate), grace_period=stale_after_s)
         elif url.startswith("postgresql"):
             import sqlalchemy
 
@@ -107,6 +173,8 @@ class StudyGate:
                 import fcntl
 
                 fcntl.flock(self._file, fcntl.LOCK_EX)
+            elif self._link_lock is not None:
+                self._link_lock.acquire()
             elif self._connection is not None:
                 import sqlalchemy
 
@@ -125,6 +193,8 @@ class StudyGate:
                 import fcntl
 
                 fcntl.flock(self._file, fcntl.LOCK_UN)
+            elif self._link_lock is not None:
+                self._link_lock.release()
             elif self._connection is not None:
                 import sqlalchemy
 

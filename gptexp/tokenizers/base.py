@@ -241,11 +241,10 @@ class Tokenizer(ABC):
         self._special_re = special_splitter(tokens)
 
     @classmethod
+    @abstractmethod
     def from_spec(cls, spec: Any, train_text: str) -> "Tokenizer":
-        """The registry's constructor (gptexp.components): train this kind on the training split."""
-        from . import train_tokenizer
-
-        return train_tokenizer(train_text, **spec.model_dump())
+        """The registry's constructor (gptexp.components): this kind made from its spec section
+        (trained on the training split, or read from the file the spec names)."""
 
     # -- sizes and vocabulary ------------------------------------------------
 

@@ -353,6 +353,10 @@ class BPETokenizer(Tokenizer):
 
     # -- file format -------------------------------------------------------------
 
+    @classmethod
+    def from_spec(cls, spec: Any, train_text: str) -> BPETokenizer:
+        return train_bpe(train_text, vocab_size=spec.vocab_size, pattern=spec.pattern, special_tokens=spec.special_tokens)
+
     def _content(self) -> dict[str, Any]:
         return {"merges": [[a, b] for a, b in self._merges]}
 

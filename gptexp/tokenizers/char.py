@@ -116,6 +116,10 @@ class CharTokenizer(Tokenizer):
             out.append(table[i] if i < self._base_size else self._id_to_special[i])
         return "".join(out)
 
+    @classmethod
+    def from_spec(cls, spec: Any, train_text: str) -> CharTokenizer:
+        return train_char(train_text, pattern=spec.pattern, special_tokens=spec.special_tokens)
+
     def _content(self) -> dict[str, Any]:
         return {"chars": list(self._chars)}
 

@@ -243,3 +243,40 @@ def test_a_hostile_password_in_any_url_form_never_leaks(tmp_path: Path, runs_dir
     leaks = [str(path) for path in files for form in forms if form.encode() in path.read_bytes()]
     assert leaks == []
     assert not [out for out in outputs for form in forms if form in out], outputs
+
+
+def test_journal_workers_on_one_file_survive_a_sigkilled_worker(tmp_path: Path, runs_dir: Path) -> None:
+    """Three `gptexp sweep` processes on one journal file (no database server, no heartbeats); one is
+    SIGKILLed mid-trial. Its trial is failed once its run is no longer locked and retried; the study
+    reaches its count and no trial stays RUNNING."""
+    (tmp_path / "shared").mkdir()
+    url = f"journal://{tmp_path}/shared/study.journal"
+    sweep = write_sweep(tmp_path, study="journal", n_trials=4, workers=1, retries=1, grace_period=2)
+    victim = start_cli(["sweep", str(sweep), "--runs-dir", str(runs_dir), "--storage", url,
+                        "--set", f"overrides.train.max_steps={LONG}"])
+    others: list[subprocess.Popen] = []
+    try:
+        wait_for(lambda: training_started(runs_dir, 1), 60, "the victim's trial to train")
+        others = [start_cli(["sweep", str(sweep), "--runs-dir", str(runs_dir), "--storage", url]) for _ in range(2)]
+        wait_for(lambda: len(list(runs_dir.iterdir())) >= 2, 60, "another worker to start a trial")
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=10)
+        outputs = [process.communicate(timeout=300)[0] for process in others]
+    finally:
+        for process in [victim, *others]:
+            stop(process)
+    assert [p.returncode for p in others] == [0, 0], outputs
+
+    trials = load_study(url, "journal").get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    [killed] = [t for t in trials if t.state == TrialState.FAIL]
+    assert killed.user_attrs["pid"] == victim.pid and killed.user_attrs["error"] == "worker lost (its run is no longer locked)"
+    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert retry.state == TrialState.COMPLETE and retry.params == killed.params
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4 and len(trials) == 5  # n_trials reached; the killed trial counts through its retry
+    for trial in complete:
+        assert trial.value == summary_of(trial)["val/bpb"]
+    assert any(f"trial {killed.number} FAIL: worker lost" in out for out in outputs)
+    status = run_cli(["sweep", "status", "journal", "--storage", url, "--json"])
+    assert status.returncode == 0 and json.loads(status.stdout)["counts"] == {"FAIL": 1, "COMPLETE": 4}
