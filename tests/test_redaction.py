@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from urllib.parse import quote
 
@@ -63,7 +64,13 @@ def test_no_password_survives_any_form(form: str, password: str, user: str, host
         out = redact(wrappers[wrap](text))
         assert password not in out or password in wrappers[wrap](expected)
         return
-    assert redact(wrappers[wrap](text)) == wrappers[wrap](expected)
+    out = redact(wrappers[wrap](text))
+    if wrap == "repr":  # repr picks its quotes by content: compare what the text says, not its quoting
+        assert ast.literal_eval(out) == {"storage": expected}
+    elif wrap == "json":
+        assert json.loads(out) == {"storage": expected, "n": 1}
+    else:
+        assert out == wrappers[wrap](expected)
 
 
 @settings(max_examples=200, deadline=None)
