@@ -53,6 +53,8 @@ def load_trained_run(run_dir: Path, checkpoint: str = "best") -> LoadedRun:
         spec = validate_spec(store.read_spec(), str(store.spec_path))
     except RunStoreError as error:
         raise SpecError(str(error)) from None
+    if store.tokenizer_path.exists() and not store.tokenizer_path.is_file():
+        raise SpecError(f"{store.tokenizer_path}: not a regular file")  # a FIFO would block the read
     try:
         tokenizer = load_tokenizer(store.tokenizer_path)
     except TokenizerFileError as error:

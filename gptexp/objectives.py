@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from gptexp.contract import VAL_ACC, VAL_BPB, VAL_LOSS
 from gptexp.spec import ObjectiveSpec
 
 IGNORE_INDEX = -100  # a label that is not predicted (F.cross_entropy's ignore_index)
@@ -272,7 +273,7 @@ def metrics_from_sums(sums: torch.Tensor) -> dict[str, float]:
     loss_sum, correct, count, n_bytes = sums.tolist()
     nan = float("nan")
     return {
-        "val/loss": loss_sum / count if count else nan,
-        "val/bpb": loss_sum / (math.log(2) * n_bytes) if n_bytes else nan,
-        "val/acc": correct / count if count else nan,
+        VAL_LOSS: loss_sum / count if count else nan,
+        VAL_BPB: loss_sum / (math.log(2) * n_bytes) if n_bytes else nan,
+        VAL_ACC: correct / count if count else nan,
     }

@@ -10,6 +10,7 @@ import typer
 from gptexp.cli.console import note, stdout
 from gptexp.cli.errors import fail
 from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, checked_runs_dir, writable_file
+from gptexp.contract import ENV_OPTUNA_STORAGE
 
 if TYPE_CHECKING:
     import optuna
@@ -19,7 +20,7 @@ def report(
     run_ids: Annotated[Optional[list[str]], typer.Argument(metavar="[RUN]...", help="runs to compare (ids or directories); none = all runs", show_default=False)] = None,
     group: Annotated[Optional[str], typer.Option("--group", help="the runs of this W&B group")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="the trials of this Optuna study (adds its optimization plots)")] = None,
-    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL of --study (default: the runs dir's own)", envvar="GPTEXP_OPTUNA_STORAGE", show_envvar=False)] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL of --study (default: the runs dir's own)", envvar=ENV_OPTUNA_STORAGE, show_envvar=False)] = None,
     by: Annotated[Optional[str], typer.Option("--by", help="group runs by a spec field (e.g. tokenizer.kind), mean ± std over runs that differ in the seed alone; runs that differ in more are split into groups labelled by what differs")] = None,
     ignore: Annotated[Optional[list[str]], typer.Option("--ignore", metavar="FIELD", help="with --by: a spec field whose differences may still be averaged, like the seed (repeatable)")] = None,
     title: Annotated[Optional[str], typer.Option("--title", help="the report's title (default: derived from what the runs differ in)")] = None,

@@ -18,7 +18,7 @@ from rich.text import Text
 from gptexp.cli.console import stdout, wide_console
 from gptexp.cli.errors import fail
 from gptexp.cli.options import DEFAULT_RUNS_DIR, RunsDir, checked_runs_dir, writable_runs_dir
-from gptexp.contract import EXIT_SIGINT, EXIT_SIGTERM
+from gptexp.contract import ENV_OPTUNA_STORAGE, EXIT_SIGINT, EXIT_SIGTERM
 
 STATUS = "status"
 POSTGRES_HINT = "for PostgreSQL: pip install 'gptexp[postgres]'"
@@ -29,7 +29,7 @@ def sweep(
     study_name: Annotated[Optional[str], typer.Argument(metavar="[STUDY]", help="status only: the study to show (default: the only one in the storage)", show_default=False)] = None,
     n_trials: Annotated[Optional[int], typer.Option("--n-trials", min=1, help="trials in the study in total (overrides n_trials); a rerun adds trials up to it")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="trials run at once by this process, 1 to 64 (overrides workers)")] = None,
-    storage: Annotated[Optional[str], typer.Option("--storage", envvar="GPTEXP_OPTUNA_STORAGE", show_envvar=True, help="Optuna storage URL: postgresql+psycopg://user@host/db, journal:///shared/path/study.journal (a file on a shared filesystem, no server), sqlite:///path.db (default: sqlite <runs-dir>/optuna.db)", show_default=False)] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", envvar=ENV_OPTUNA_STORAGE, show_envvar=True, help="Optuna storage URL: postgresql+psycopg://user@host/db, journal:///shared/path/study.journal (a file on a shared filesystem, no server), sqlite:///path.db (default: sqlite <runs-dir>/optuna.db)", show_default=False)] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="study name (overrides study; default: the sweep file's name)")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a sweep field: --set pruner.kind=none (value parsed as YAML); repeatable")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="status only: print JSON instead of a table")] = False,

@@ -258,9 +258,9 @@ class StudyRunner:
                 return store.read_summary()
             if state == "running":
                 raise StudyFailed(f"run {run_id} is running in another process; wait for it or stop it")
-            if state in ("failed",):
-                raise StudyFailed(f"run {run_id} failed ({store.read_status().get('error')}); see {run_dir}/train.log; "
-                                  f"delete {run_dir} to retrain it")
+            # interrupted, crashed, or failed (a stop while its workers started reads as failed):
+            # continue from its last checkpoint, or from the start if it has none. A run that fails
+            # for a reason of its own fails again, and the study stops with its error.
             self.say(f"study {self.study.name}: {what}: resuming run {run_id} ({state})")
             result = resume_run(self.runs_dir, run_id, progress=self.say)
         else:
@@ -310,8 +310,12 @@ def wait_for_orphaned_workers(store: RunStore, timeout_s: float = 120.0) -> str:
         time.sleep(0.5)
 
 
-def score_run(run_dir: Path, evalsets: dict[str, tuple[EvalSet, str]], views: dict | None = None,
-              scorings: tuple[str, ...] | None = None) -> dict[str, Any]:
+# The test split and held-out texts are scored once, at the end, on the two metrics the answer
+# rests on (the headline and today's metric); hw_l2r and pll are for the validation set only.
+HELD_OUT_SCORINGS = ("masked", "pll_l2r")
+
+
+def score_run(run_dir: Path, evalsets: dict[str, tuple[EvalSet, str]], views: dict | None = None) -> dict[str, Any]:
     """Score a run's last checkpoint on each evaluation set: metrics and per-word bits."""
     from gptexp.evaluate import load_trained_run
     from gptexp.scoring import SCORINGS, score_spans, summarize
@@ -327,7 +331,7 @@ def score_run(run_dir: Path, evalsets: dict[str, tuple[EvalSet, str]], views: di
         key = (run.tokenizer.fingerprint(), name)
         if key not in views:
             views[key] = arm_view(evalset, text, run.tokenizer)
-        scores = score_spans(run.model, views[key], mask_id, scorings or SCORINGS)
+        scores = score_spans(run.model, views[key], mask_id, SCORINGS if name == "val" else HELD_OUT_SCORINGS)
         reference = [n for span in evalset.spans for n in span.reference_tokens] or None
         prefix = "val/" if name == "val" else ("test/" if name == "test" else f"{name.replace('heldout_', 'heldout/')}/")
         metrics.update(summarize(scores, reference, prefix))

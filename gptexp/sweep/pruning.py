@@ -56,7 +56,7 @@ class PruningBridge:
 
     @classmethod
     def from_environment(cls, is_main: bool) -> PruningBridge:
-        metric = os.environ.get(ENV_METRIC, "val/bpb")
+        metric = os.environ.get(ENV_METRIC, C.VAL_BPB)
         if not is_main:
             return cls(None, metric)  # no DB connection on other ranks
         missing = [name for name in (ENV_STORAGE, ENV_STUDY, ENV_TRIAL_ID) if not os.environ.get(name)]

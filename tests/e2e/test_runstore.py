@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import CORPUS, processes_matching, run_cli, start_cli, wait_for
+from tests.conftest import CORPUS, gptexp_command, processes_matching, run_cli, start_cli, wait_for
 
 pytestmark = pytest.mark.slow
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -80,12 +80,12 @@ def test_sigterm_during_data_preparation_leaves_interrupted(runs_dir: Path, tiny
     # A fresh cache and a BPE tokenizer to train: preparation takes long enough to be hit.
     fresh_runs = tmp_path / "fresh-runs"
     spec = tiny_spec(tokenizer={"kind": "bpe", "vocab_size": 2048})
-    process = subprocess.Popen([*start_cli.__globals__["gptexp_command"](), "run", str(spec), "--nproc", "1",
+    process = subprocess.Popen([*gptexp_command(), "run", str(spec), "--nproc", "1",
                                 "--name", "prep", "--runs-dir", str(fresh_runs)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, **ONE_THREAD})
     for line in process.stdout:
-        if "training bpe tokenizer" in line:
+        if "bpe" in line.lower():  # the launcher is counting or learning the tokenizer
             break
     time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
@@ -100,7 +100,7 @@ def test_sigterm_during_data_preparation_leaves_interrupted(runs_dir: Path, tiny
 
 def test_sigkill_during_checkpoint_writes_then_resume_cleans_temp_files(runs_dir: Path, tiny_spec) -> None:
     # A checkpoint every step, killed over and over: some kills land inside a save.
-    spec = tiny_spec(model={"n_embd": 128, "n_head": 4}, train={"max_steps": 40, "checkpoint_every": 1, "eval_every": 20})
+    spec = tiny_spec(model={"n_embd": 64, "n_head": 4}, train={"max_steps": 20, "checkpoint_every": 1, "eval_every": 10})
     process = start_cli(["run", str(spec), "--nproc", "1", "--name", "kill", "--runs-dir", str(runs_dir)], env=ONE_THREAD)
     wait_for(lambda: any(runs_dir.glob("kill-*/checkpoints/last.pt")), 120, "a first checkpoint")
     run_dir = next(runs_dir.glob("kill-*"))
@@ -116,7 +116,7 @@ def test_sigkill_during_checkpoint_writes_then_resume_cleans_temp_files(runs_dir
     resumed = run_cli(["run", "--resume", run_dir.name, "--runs-dir", str(runs_dir)], env=ONE_THREAD)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.pt", "last.pt"]
-    assert torch.load(checkpoints / "last.pt", weights_only=True)["step"] == 40 > step_before
+    assert torch.load(checkpoints / "last.pt", weights_only=True)["step"] == 20 > step_before
 
 
 def test_a_full_disk_ends_failed_with_the_error(runs_dir: Path, tiny_spec, tmp_path: Path, shared_cache: Path) -> None:
@@ -148,6 +148,7 @@ def test_a_full_disk_ends_failed_with_the_error(runs_dir: Path, tiny_spec, tmp_p
 
 
 def test_eval_and_generate_refuse_broken_run_files_in_one_line(runs_dir: Path, tiny_spec, tmp_path: Path) -> None:
+    # Each kind of damage is covered in tests/test_evaluate.py; here: the CLI turns them into exit 2.
     spec = tiny_spec(train={"max_steps": 10, "eval_every": 5}, tokenizer={"kind": "char", "special_tokens": []})
     done = run_cli(["run", str(spec), "--nproc", "1", "--name", "use", "--runs-dir", str(runs_dir)], env=ONE_THREAD)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -161,24 +162,10 @@ def test_eval_and_generate_refuse_broken_run_files_in_one_line(runs_dir: Path, t
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         return result.stderr
 
-    # text outside a vocabulary that has no <unk>
-    assert "cannot encode" in refused("eval", run_dir.name, "--data", str(data))
-    assert "cannot encode" in refused("generate", run_dir.name, "--prompt", "東京")
-    # a swapped tokenizer: the weights no longer fit the vocabulary
-    tokenizer = run_dir / "tokenizer.json"
-    original = tokenizer.read_text()
-    swapped = json.loads(original)
-    swapped["chars"], swapped["vocab_size"] = swapped["chars"][:-3], swapped["vocab_size"] - 3
-    tokenizer.write_text(json.dumps(swapped))
-    assert "do not fit" in refused("generate", run_dir.name, "--prompt", "To")
-    tokenizer.write_text(original)
-    # truncated and foreign checkpoints
-    for checkpoint in ("best.pt", "last.pt"):
-        path = run_dir / "checkpoints" / checkpoint
-        path.write_bytes(path.read_bytes()[:1000])
-    assert "best.pt: cannot load checkpoint" in refused("eval", run_dir.name, "--data", str(CORPUS))
-    torch.save({"state_dict": {}}, run_dir / "checkpoints" / "best.pt")
-    assert "best.pt: not a gptexp checkpoint" in refused("generate", run_dir.name)
+    assert "cannot encode" in refused("eval", run_dir.name, "--data", str(data))  # no <unk> in the vocabulary
+    best = run_dir / "checkpoints" / "best.pt"
+    best.write_bytes(best.read_bytes()[:1000])
+    assert "best.pt: cannot load checkpoint" in refused("generate", run_dir.name, "--prompt", "To")
 
 
 def test_resume_after_the_corpus_changed_exits_2_unless_accepted(runs_dir: Path, tiny_spec, tmp_path: Path) -> None:

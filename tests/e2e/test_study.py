@@ -54,9 +54,17 @@ def test_study_runs_resumes_after_a_kill_and_writes_the_results(tmp_path, runs_d
     finally:
         os.kill(first.pid, signal.SIGKILL)  # no chance to clean up: the rerun must cope
         first.wait(10)
+    # A run stopped while its workers were starting reads as failed: the rerun must continue it too.
+    # (The arms run in file order: bpe_tail's run finished before char_tail's was killed.)
+    from gptexp.tracking import RunStore
+
+    RunStore(runs_dir / "tiny-bpe_tail-s1").write_status(
+        "failed", error="workers stopped without recording an outcome (signal SIGTERM)")
+
     second = run_cli(["study", str(study), "--runs-dir", str(runs_dir)], timeout=240)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "resuming run tiny-char_tail-s1" in second.stdout
+    assert "resuming run tiny-bpe_tail-s1 (failed)" in second.stdout
 
     results = json.loads((runs_dir / "studies" / "tiny" / "results.json").read_text())
     assert results["study"] == "tiny" and set(results["arms"]) == {"char_tail", "bpe_tail"}
@@ -88,6 +96,7 @@ def test_study_runs_resumes_after_a_kill_and_writes_the_results(tmp_path, runs_d
 @pytest.mark.parametrize("edit, message", [
     ({"arms": {"only": {"seeds": 1, "set": {}}}}, "arms"),
     ({"seeds": [1, 1]}, "seeds must be distinct"),
+    ({"budget": {"context_bytes_tolerance": 0.01}}, "bytes of context per window differ"),  # char 32 vs BPE 16 tokens
 ])
 def test_bad_study_exits_2_with_one_line(tmp_path, runs_dir, edit, message):
     raw = yaml.safe_load(tiny_study(tmp_path).read_text())
