@@ -458,8 +458,10 @@ class WandbLogger:
             name=name,
             config=config,
             # silent: W&B's banner ("syncing is set to offline", the run's path) says nothing the
-            # launcher does not say itself.
-            settings=wandb.Settings(console="off", quiet=True, silent=True, x_disable_stats=True, **lean),
+            # launcher does not say itself. System metrics (CPU, memory, GPU every ~15 s) stay on:
+            # they cost no measurable start-up time (init + 20 logs + finish, offline: 0.067 s with
+            # them, 0.065 s without, medians of 5 on this 2-core machine).
+            settings=wandb.Settings(console="off", quiet=True, silent=True, **lean),
         )
 
     def log(self, row: dict[str, Any]) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer
@@ -94,3 +96,50 @@ def test_a_bug_keeps_its_traceback() -> None:
 def test_python_dash_m_runs_the_same_cli() -> None:
     done = subprocess.run([sys.executable, "-m", "gptexp.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "launch-file" in done.stdout and "tokenizer" in done.stdout
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_commands() -> list[tuple[str, str]]:
+    """(command name from the table, the whole first cell) for every row of the README's command table."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Command line", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    names = sorted((c.name for c in COMMANDS), key=len, reverse=True)
+    for line in section.splitlines():
+        match = re.match(r"\| `gptexp ((?:[^`]|\\\|)+)` \|", line)
+        if match:
+            cell = match.group(1)
+            name = next((n for n in names if cell == n or cell.startswith(n + " ")), None)
+            assert name is not None, f"README names a command gptexp does not have: {cell}"
+            rows.append((name, cell))
+    return rows
+
+
+def _click_command(name: str):
+    import typer.main
+
+    command = typer.main.get_command(app)
+    for part in name.split():
+        command = command.commands[part]
+    return command
+
+
+def test_every_flag_in_the_readme_command_table_is_accepted() -> None:
+    rows = _readme_commands()
+    assert {name for name, _ in rows} == {c.name for c in COMMANDS}, "every command has a row in the README"
+    for name, cell in rows:
+        accepted = {opt for param in _click_command(name).params for opt in (*param.opts, *param.secondary_opts)}
+        claimed = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", cell))
+        assert claimed <= accepted, f"gptexp {name}: README lists {sorted(claimed - accepted)}, not accepted"
+
+
+def test_the_readme_names_exactly_the_commands_that_take_runs_dir() -> None:
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    match = re.search(r"The commands that read or write runs take `--runs-dir D`[^:]*: (.*?)\. `tokenizer`", text)
+    assert match, "the README's sentence about --runs-dir"
+    claimed = set(re.findall(r"`([a-z-]+)`", match.group(1)))
+    taking = {c.name for c in COMMANDS if "--runs-dir" in
+              {opt for p in _click_command(c.name).params for opt in p.opts}}
+    assert claimed == taking

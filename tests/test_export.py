@@ -116,6 +116,7 @@ def test_a_char_tokenizer_exports_too(tmp_path: Path) -> None:
     ({"positions": "learned", "mlp": "swiglu", "norm": "layernorm"}, "clm", "no Hugging Face architecture combines these"),
     ({"positions": "learned", "mlp": "gelu", "norm": "rmsnorm"}, "clm", "GPT-2 (learned positions) uses LayerNorm"),
     ({"positions": "rope"}, "mlm", "a bidirectional model (objective mlm/mntp) has no exact"),
+    ({"kind": "bigram"}, "clm", "model kind 'bigram' has no Hugging Face counterpart"),
 ])
 def test_models_without_an_exact_counterpart_are_refused(model: dict, objective: str, reason: str) -> None:
     spec = validate_spec({"model": {"kind": "gpt", **model}, "objective": {"kind": objective}}, "x")

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gptexp import contract as C
 from gptexp.report.values import best_values, final_values, finite, group_key
 from gptexp.tracking import RunRecord
 
@@ -132,7 +133,7 @@ class GroupStat:
         return statistics.stdev(self.values) if len(self.values) >= 2 else None
 
 
-def group_stats(records: Iterable[RunRecord], by: str, metric: str = "val/bpb",
+def group_stats(records: Iterable[RunRecord], by: str, metric: str = C.VAL_BPB,
                 ignore: Sequence[str] = ()) -> list[GroupStat]:
     """Group runs by spec field `by` (dotted path); mean ± std of final `metric` per group.
 
@@ -231,7 +232,8 @@ def describe(records: Sequence[RunRecord], by: str | None = None, study: str | N
 
 
 # The metrics rows of `gptexp diff`: label -> where the value comes from.
-DIFF_METRICS = ("status", "val/bpb", "best/val/bpb", "best/step", "val/loss", "val/acc", "steps", "wall_time_s")
+DIFF_METRICS = ("status", C.VAL_BPB, C.SUMMARY_BEST_BPB, C.SUMMARY_BEST_STEP, C.VAL_LOSS, C.VAL_ACC,
+                C.SUMMARY_STEPS, C.SUMMARY_WALL_TIME)
 
 
 def run_diff(records: Sequence[RunRecord]) -> dict[str, Any]:

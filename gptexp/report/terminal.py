@@ -60,7 +60,6 @@ def diff_table(diff: dict[str, Any]) -> Table:
     table.add_section()
     for key, values in diff["metrics"].items():
         fmt = _DIFF_FORMATS.get(key, text)
-        style = _STATUS_STYLE.get if key == "status" else (lambda _: "")
-        table.add_row(Text(_DIFF_LABELS.get(key, key), style="bold" if key == "val/bpb" else ""),
-                      *[Text(fmt(v), style=style(str(v)) or "") for v in values])
+        cells = [Text(fmt(v), style=_STATUS_STYLE.get(str(v), "") if key == "status" else "") for v in values]
+        table.add_row(Text(_DIFF_LABELS.get(key, key), style="bold" if key == "val/bpb" else ""), *cells)
     return table

@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from gptexp import contract as C
 from gptexp.tracking import RunRecord
 
 # The columns of `gptexp runs` (and its --json rows). Numbers are raw; `wall time` is in seconds.
@@ -22,8 +23,8 @@ SUMMARY_COLUMNS = ("id", "name", "val/bpb", "val/loss", "val/acc", "tokenizer", 
 CURVE_METRICS = ("val/bpb", "train/loss")
 CURVE_AXES = (("step", "step"), ("bytes_seen", "bytes of text seen"))
 # Values a run reports at its end: summary.json key -> where the metrics rows keep it.
-_FINAL_KEYS = ("val/bpb", "val/loss", "val/acc", "train/loss", "steps", "tokens_seen",
-               "bytes_seen", "tokens_per_sec", "wall_time_s", "parameters")
+_FINAL_KEYS = (C.VAL_BPB, C.VAL_LOSS, C.VAL_ACC, C.TRAIN_LOSS, C.SUMMARY_STEPS, C.TOKENS_SEEN,
+               C.BYTES_SEEN, C.TOKENS_PER_SEC, C.SUMMARY_WALL_TIME, C.SUMMARY_PARAMETERS)
 
 
 def final_values(record: RunRecord, metrics: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -78,15 +79,16 @@ def group_key(value: Any) -> str:
 def best_values(record: RunRecord, metrics: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The lowest val/bpb a run reached and its step: summary.json's `best/val/bpb` and `best/step`,
     else the lowest finite val/bpb among the metrics rows (a running or crashed run)."""
-    if record.summary.get("best/val/bpb") is not None:
-        return {"best/val/bpb": record.summary["best/val/bpb"], "best/step": record.summary.get("best/step")}
+    if record.summary.get(C.SUMMARY_BEST_BPB) is not None:
+        return {C.SUMMARY_BEST_BPB: record.summary[C.SUMMARY_BEST_BPB],
+                C.SUMMARY_BEST_STEP: record.summary.get(C.SUMMARY_BEST_STEP)}
     rows = record.metrics() if metrics is None else metrics
-    evals = [(finite(row.get("val/bpb")), row.get("step")) for row in rows]
+    evals = [(finite(row.get(C.VAL_BPB)), row.get(C.STEP)) for row in rows]
     evals = [(bpb, step) for bpb, step in evals if bpb is not None]
     if not evals:
-        return {"best/val/bpb": None, "best/step": None}
+        return {C.SUMMARY_BEST_BPB: None, C.SUMMARY_BEST_STEP: None}
     bpb, step = min(evals, key=lambda pair: pair[0])
-    return {"best/val/bpb": bpb, "best/step": step}
+    return {C.SUMMARY_BEST_BPB: bpb, C.SUMMARY_BEST_STEP: step}
 
 
 def filter_runs(records: Iterable[RunRecord], group: str | None = None, study: str | None = None,

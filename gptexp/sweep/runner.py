@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 
 from gptexp import launch
+from gptexp.contract import OUTPUT_LOG
 from gptexp.redaction import redact
 from gptexp.spec import ExperimentSpec, SpecError, format_validation_error
 from gptexp.sweep.pruning import ENV_METRIC, ENV_PRUNER, ENV_STORAGE, ENV_STUDY, ENV_TRIAL, ENV_TRIAL_ID, build_pruner
@@ -380,7 +381,7 @@ class Sweep:
         started = time.monotonic()
         try:
             result = launch.start_run(spec, self.runs_dir, extra_env=self.trial_env(trial, spec),
-                                      log_path_name="output.log", on_start=self._track)
+                                      log_path_name=OUTPUT_LOG, on_start=self._track)
         except SpecError as error:  # found while preparing data (a split too small, ...)
             return self._fail(trial, "bad input", str(error))
         wall = time.monotonic() - started

@@ -139,3 +139,77 @@ def test_listing_commands_skip_and_name_a_malformed_run(store, tmp_path: Path) -
     reported = run_cli(["report", "--out", str(tmp_path / "r.html"), "--runs-dir", str(store.runs_dir)])
     assert reported.returncode == 0 and "zz-broken" in reported.stderr
     assert set(table_cells((tmp_path / "r.html").read_text())) == set(store.runs) - {"char-s1"}
+
+
+def test_runs_watch_redraws_in_place_on_a_terminal_and_exits_0_on_ctrl_c(store) -> None:
+    """Under a pseudo-terminal: the table is drawn, redrawn (cursor moved back up over it), and
+    Ctrl-C ends the watch with exit 0 and no traceback."""
+    import os
+    import pty
+    import select
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import gptexp_command
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160", "LINES": "50", "TERM": "xterm"}
+    process = subprocess.Popen(gptexp_command() + ["runs", "--watch", "--interval", "0.2", "--runs-dir", str(store.runs_dir)],
+                               stdin=follower, stdout=follower, stderr=follower, env=env, start_new_session=True)
+    os.close(follower)
+    output = b""
+    deadline = time.monotonic() + 60
+    while output.count(b"Ctrl-C stops") < 3 and time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        if ready:
+            try:
+                output += os.read(leader, 65536)
+            except OSError:
+                break
+    assert output.count(b"Ctrl-C stops") >= 3, output[-2000:]
+    assert b"\x1b[1A" in output and b"\x1b[2K" in output  # cursor up and erase: redrawn in place
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=20) == 0
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if not ready:
+            break
+        try:
+            output += os.read(leader, 65536)
+        except OSError:
+            break
+    os.close(leader)
+    text = output.decode(errors="replace")
+    assert "Traceback" not in text and "bpe-s1" in text and "char-s1" in text
+
+
+def test_runs_watch_refuses_json(store) -> None:
+    result = run_cli(["runs", "--watch", "--json", "--runs-dir", str(store.runs_dir)])
+    assert result.returncode == 2 and "--watch draws a table" in result.stderr
+
+
+def test_sweep_status_prints_markup_looking_values_as_text(tmp_path: Path) -> None:
+    """A sweep choice "[/oops]" (rich's closing-tag syntax) used to crash `gptexp sweep status`."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from gptexp.sweep.storage import default_storage_url
+
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="[red]s", storage=default_storage_url(runs_dir))
+    choices = CategoricalDistribution(["[/oops]", "[bold]b"])
+    for number, (choice, value) in enumerate((("[/oops]", 2.0), ("[bold]b", 2.5))):
+        study.add_trial(create_trial(params={"tokenizer.pattern": choice}, distributions={"tokenizer.pattern": choices},
+                                     value=value, user_attrs={"run_id": f"[link=x]run-{number}"}))
+    study.add_trial(create_trial(state=TrialState.FAIL, params={"tokenizer.pattern": "[/oops]"},
+                                 distributions={"tokenizer.pattern": choices}, user_attrs={"error": "[/] broke"}))
+    result = run_cli(["sweep", "status", "--runs-dir", str(runs_dir)], env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    for text in ("study [red]s", "tokenizer.pattern=[/oops]", "[link=x]run-0", "[/] broke"):
+        assert text in result.stdout, (text, result.stdout)

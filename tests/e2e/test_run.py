@@ -137,6 +137,7 @@ def test_sigterm_checkpoints_marks_interrupted_and_resumes(runs_dir: Path, tiny_
     status = status_of(run_dir)
     assert status["status"] == "interrupted" and status["signal"] == "SIGTERM"
     assert "resume with:   gptexp run --resume" in output
+    assert "Traceback" not in output and "SignalException" not in output, output
     checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert checkpoint["step"] == status["step"] >= 20
     assert not processes_matching(str(run_dir))
