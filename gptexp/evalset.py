@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from gptexp.spec import SpecError
 from gptexp.tokenizers import Tokenizer
 from gptexp.tokenizers.base import split_chunks
 
@@ -36,8 +37,8 @@ EVALSET_FORMAT = "gptexp-evalset"
 EVALSET_VERSION = 1
 
 
-class EvalSetError(ValueError):
-    """An evaluation set file that does not belong to this text, or cannot be read."""
+class EvalSetError(SpecError):
+    """An evaluation set file that does not belong to this text, or cannot be read (bad input: exit 2)."""
 
 
 @dataclass

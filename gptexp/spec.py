@@ -86,6 +86,15 @@ class DataSpec(Section):
             check_path_text(path)
         return path
 
+    @field_validator("separator")
+    @classmethod
+    def _separator_is_utf8(cls, separator: str) -> str:
+        try:
+            separator.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be text with a UTF-8 form (no lone surrogates)") from None
+        return separator
+
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> DataSpec:
         if self.val_fraction + self.test_fraction >= 1.0:

@@ -165,14 +165,16 @@ class StudyRunner:
             texts["test"] = splits["test"]
         for held in self.study.evaluation.held_out:
             texts[f"heldout_{held.name}"] = Path(held.path).read_bytes().decode("utf-8")
-        tokenizers = [(load_tokenizer(info["tokenizer_path"]), info["block_size"]) for info in arms.values()]
-        reference = next((tok for tok, _ in tokenizers if tok.kind == "bpe"), None)
+        tokenizers: list[tuple[Any, int]] = []  # loaded only if a set must be built
         out = {}
         for name, text in texts.items():
             path = self.dir / "evalsets" / f"{name}.json"
             if path.exists():
                 evalset = EvalSet.load(path, text)
             else:
+                if not tokenizers:
+                    tokenizers = [(load_tokenizer(info["tokenizer_path"]), info["block_size"]) for info in arms.values()]
+                reference = next((tok for tok, _ in tokenizers if tok.kind == "bpe"), None)
                 evalset = build_evalset(text, spec.tokenizer.pattern, tokenizers, self.study.seed,
                                         self.study.evaluation.hidden_fraction, reference)
                 if self.study.evaluation.max_spans:
