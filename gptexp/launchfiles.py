@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from gptexp import contract as C
 from gptexp import limits
 from gptexp.spec import ExperimentSpec, SpecError
 from gptexp.sweep.spec import SweepSpec
@@ -208,16 +209,16 @@ def slurm_script(spec: ExperimentSpec, options: SlurmOptions) -> str:
         "#   - gptexp must be on PATH on every node: sbatch passes your environment on, so activate",
         "#     the virtualenv (on a shared filesystem) first.",
         f"#   - data.path is absolute ({_quoted(spec.data.path)}): that file must exist on every node.",
-        "#   - Rank 0 writes the run store under $GPTEXP_RUNS_DIR (default: runs/ in the submit",
+        f"#   - Rank 0 writes the run store under ${C.ENV_RUNS_DIR} (default: runs/ in the submit",
         "#     directory); keep it on a shared filesystem to see the run from every node.",
         "#   - Secrets are not in this file: export WANDB_API_KEY before sbatch for online tracking.",
         "set -eu",
         "",
         'command -v gptexp >/dev/null || { echo "gptexp: not on PATH; activate its environment before sbatch" >&2; exit 2; }',
         'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)',
-        'port=${GPTEXP_RDZV_PORT:-$((20000 + SLURM_JOB_ID % 20000))}',
+        f'port=${{{C.ENV_RDZV_PORT}:-$((20000 + SLURM_JOB_ID % 20000))}}',
         f'run_id={shlex.quote(dns_label(options.job_name, 40))}-slurm-"$SLURM_JOB_ID"',
-        'runs_dir=${GPTEXP_RUNS_DIR:-$SLURM_SUBMIT_DIR/runs}',
+        f'runs_dir=${{{C.ENV_RUNS_DIR}:-$SLURM_SUBMIT_DIR/runs}}',
         'spec_file=/tmp/gptexp-"$SLURM_JOB_ID".spec.yaml',
         "",
         "# The validated, resolved spec (quoted heredoc: written as is), then copied to every node.",
@@ -295,8 +296,8 @@ def sweep_array_script(sweep: SweepSpec, options: SweepArrayOptions, workdir: Pa
     # running trials checkpoint, fail as interrupted and are queued again for the other tasks.
     directives += ["--signal=B:TERM@120", "--output=%x-%A_%a.out"]
     default_storage = f'journal://$runs_dir/{dns_label(study, 64)}.journal'
-    storage_line = (f"storage=${{GPTEXP_OPTUNA_STORAGE:-{shlex.quote(storage)}}}" if storage is not None
-                    else f'storage=${{GPTEXP_OPTUNA_STORAGE:-"{default_storage}"}}')
+    storage_line = (f"storage=${{{C.ENV_OPTUNA_STORAGE}:-{shlex.quote(storage)}}}" if storage is not None
+                    else f'storage=${{{C.ENV_OPTUNA_STORAGE}:-"{default_storage}"}}')
     return "\n".join([
         "#!/bin/bash",
         *(f"#SBATCH {directive}" for directive in directives),
@@ -308,13 +309,13 @@ def sweep_array_script(sweep: SweepSpec, options: SweepArrayOptions, workdir: Pa
         "# Every task runs `gptexp sweep SWEEP --storage URL` on the same study: n_trials counts the study's",
         "# trials, so the tasks share the work and stop when it is done (a task may start after the study is",
         "# full and exit at once). The storage is a journal file (Optuna's JournalStorage, no database server)",
-        "# unless the sweep names a PostgreSQL one or $GPTEXP_OPTUNA_STORAGE is set.",
+        f"# unless the sweep names a PostgreSQL one or ${C.ENV_OPTUNA_STORAGE} is set.",
         "#",
         "# Before you submit:",
         "#   - gptexp must be on PATH on every node (activate its virtualenv on a shared filesystem first).",
         "#   - The sweep file, its experiment spec and data.path are read by every task from the paths",
         "#     below (relative ones from the directory below): keep them on a shared filesystem. So must",
-        "#     the runs directory ($GPTEXP_RUNS_DIR,",
+        f"#     the runs directory (${C.ENV_RUNS_DIR},",
         "#     default runs/ in the submit directory) and the journal: a task that dies is recovered by",
         "#     another one that sees its trial's run directory unlocked.",
         f"#   - Each task runs {sweep.workers} trial(s) at once (the sweep's workers); give it the GPUs they need.",
@@ -324,7 +325,7 @@ def sweep_array_script(sweep: SweepSpec, options: SweepArrayOptions, workdir: Pa
         'command -v gptexp >/dev/null || { echo "gptexp: not on PATH; activate its environment before sbatch" >&2; exit 2; }',
         f"sweep_file={shlex.quote(sweep_file)}",
         '[ -f "$sweep_file" ] || { echo "gptexp: $sweep_file is not on this node; keep it on a shared filesystem" >&2; exit 2; }',
-        'runs_dir=$(realpath -m "${GPTEXP_RUNS_DIR:-$SLURM_SUBMIT_DIR/runs}")',
+        f'runs_dir=$(realpath -m "${{{C.ENV_RUNS_DIR}:-$SLURM_SUBMIT_DIR/runs}}")',
         'mkdir -p "$runs_dir"',
         storage_line,
         f"cd {shlex.quote(str(workdir))}  # the sweep's relative paths (experiment, data.path) are from here",

@@ -26,6 +26,7 @@ MAX_SPECIAL_TOKEN_LENGTH = 256
 MAX_NPROC = 1024  # processes per node
 MAX_NNODES = 65_536
 MAX_SEED = 2**63 - 1  # a signed 64-bit integer: torch, SQLite, JSON readers and W&B configs all keep it exact
+MAX_SAMPLER_SEED = 2**32 - 1  # a sweep's sampler seed: numpy's RandomState (under Optuna's samplers) takes 0 to 2**32 - 1
 MAX_NAME_LENGTH = 128  # the experiment name is the W&B run name
 MAX_PATH_BYTES = 4096  # Linux PATH_MAX
 MAX_PATH_PART_BYTES = 255  # Linux NAME_MAX

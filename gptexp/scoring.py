@@ -33,11 +33,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gptexp import contract as C
 from gptexp.evalset import SpanTokens
 
 SCORINGS = ("masked", "hw_l2r", "pll", "pll_l2r")
-METRIC_PREFIX = {"masked": "val/bpb", "hw_l2r": "val/hw_l2r_bpb", "pll": "val/pll_bpb", "pll_l2r": "val/pll_l2r_bpb"}
-LOSS_NAME = {"masked": "val/loss", "hw_l2r": "val/hw_l2r_loss", "pll": "val/pll_loss", "pll_l2r": "val/pll_l2r_loss"}
+METRIC_PREFIX = {"masked": C.VAL_BPB, "hw_l2r": "val/hw_l2r_bpb", "pll": "val/pll_bpb", "pll_l2r": "val/pll_l2r_bpb"}
+LOSS_NAME = {"masked": C.VAL_LOSS, "hw_l2r": "val/hw_l2r_loss", "pll": "val/pll_loss", "pll_l2r": "val/pll_l2r_loss"}
 EXACT_NAME = {"masked": "val/exact", "hw_l2r": "val/hw_l2r_exact", "pll": "val/pll_exact", "pll_l2r": "val/pll_l2r_exact"}
 # `gptexp eval --metric` names a family; pll_l2r also needs nothing more than its own rows.
 METRIC_CHOICES = {"masked": ("masked", "hw_l2r"), "pll": ("pll",), "pll_l2r": ("pll_l2r",)}

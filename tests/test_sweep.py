@@ -118,6 +118,19 @@ def test_bad_sweep_files_are_one_clear_spec_error(tmp_path: Path, fields: dict, 
     assert str(error.value).startswith(str(path))
 
 
+@pytest.mark.parametrize("seed, message", [
+    (2**32, "sweep.yaml: sampler.seed: Input should be less than or equal to 4294967295"),
+    (-1, "sweep.yaml: sampler.seed: Input should be greater than or equal to 0"),
+])
+def test_an_out_of_range_sampler_seed_is_a_one_line_spec_error(tmp_path: Path, seed: int, message: str) -> None:
+    """Optuna hands the seed to numpy, which takes 0 to 2**32 - 1: outside it a study would fail to start."""
+    path = write_sweep(tmp_path, sampler={"kind": "random", "seed": seed})
+    with pytest.raises(SpecError) as error:
+        load_sweep_spec(path)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert load_sweep_spec(write_sweep(tmp_path, sampler={"kind": "tpe", "seed": 2**32 - 1})).sampler.seed == 2**32 - 1
+
+
 def test_study_names_from_flags_and_file_names_meet_wandb_limits(tmp_path: Path) -> None:
     """W&B refuses tags over 64 characters: before the fix such a sweep failed inside every trial."""
     path = write_sweep(tmp_path)

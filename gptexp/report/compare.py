@@ -156,7 +156,7 @@ def group_stats(records: Iterable[RunRecord], by: str, metric: str = C.VAL_BPB,
         for record in members:
             setting = {p: settings[record.run_id].get(p) for p in apart}
             stat = parts.setdefault(_hashable(setting), GroupStat(value, [], [], [], setting))
-            final = finite(final_values(record)[metric]) if record.status == "completed" else None
+            final = finite(final_values(record)[metric]) if record.status == C.COMPLETED else None
             if final is None:
                 stat.excluded.append(record.run_id)
             else:

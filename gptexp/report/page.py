@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gptexp import contract as C
 from gptexp.report.compare import NOT_COMPARED, GroupStat, across_groups, describe, differing_fields, group_stats, show
-from gptexp.report.plots import CURVE_AXES, CURVE_METRICS, Plot, curve_plot, group_plot, study_plots
-from gptexp.report.values import final_values, finite, fmt_bytes, fmt_count, fmt_metric, text
-from gptexp.contract import RUN_STATUSES
+from gptexp.report.plots import Plot, curve_plot, group_plot, study_plots
+from gptexp.report.values import (CURVE_AXES, CURVE_METRICS, SUMMARY_COLUMNS, final_values, finite, fmt_bytes,
+                                  fmt_count, fmt_metric, text)
 from gptexp.tracking import RunRecord
 
 if TYPE_CHECKING:  # slow to import
@@ -35,9 +36,6 @@ QUESTION_DETAIL = (
 )
 # No scripts, no fetches: the report can only show its own inline styles and data: images.
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-# The summary table of a report, leading with the metric that answers the question.
-SUMMARY_COLUMNS = ("id", "name", "val/bpb", "val/loss", "val/acc", "tokenizer", "objective",
-                   "parameters", "steps", "bytes seen", "status")
 
 
 @dataclass
@@ -103,7 +101,7 @@ def sorted_for_table(records: list[RunRecord], values: dict[str, dict[str, Any]]
     """Completed runs first, best val/bpb first; then the rest, in the order given."""
     def key(item: tuple[int, RunRecord]) -> tuple[int, float, int]:
         index, record = item
-        bpb = finite(values[record.run_id]["val/bpb"]) if record.status == "completed" else None
+        bpb = finite(values[record.run_id][C.VAL_BPB]) if record.status == C.COMPLETED else None
         return (0 if bpb is not None else 1, bpb if bpb is not None else 0.0, index)
 
     return [record for _, record in sorted(enumerate(records), key=key)]
@@ -126,14 +124,14 @@ def summary_cells(record: RunRecord, values: dict[str, Any]) -> dict[str, str]:
     return {
         "id": record.run_id,
         "name": record.name,
-        "val/bpb": fmt_metric(values["val/bpb"]),
-        "val/loss": fmt_metric(values["val/loss"]),
-        "val/acc": fmt_metric(values["val/acc"]),
+        C.VAL_BPB: fmt_metric(values[C.VAL_BPB]),
+        C.VAL_LOSS: fmt_metric(values[C.VAL_LOSS]),
+        C.VAL_ACC: fmt_metric(values[C.VAL_ACC]),
         "tokenizer": _tokenizer_text(record),
         "objective": text(record.field("objective.kind")),
-        "parameters": fmt_count(values["parameters"]),
-        "steps": text(values["steps"]),
-        "bytes seen": fmt_bytes(values["bytes_seen"]),
+        "parameters": fmt_count(values[C.SUMMARY_PARAMETERS]),
+        "steps": text(values[C.SUMMARY_STEPS]),
+        "bytes seen": fmt_bytes(values[C.BYTES_SEEN]),
         "status": record.status,
     }
 
@@ -184,8 +182,8 @@ figcaption { font-size: 12px; color: #5b6b7b; }
 .note { background: #fff8e1; border-left: 4px solid #e0a800; padding: 6px 10px; margin: 6px 0; }
 """
 
-STATUS_CLASSES = set(RUN_STATUSES)
-_NUMERIC = {"val/bpb", "val/loss", "val/acc", "parameters", "steps", "bytes seen"}
+STATUS_CLASSES = set(C.RUN_STATUSES)
+_NUMERIC = {*C.VAL_METRICS, "parameters", "steps", "bytes seen"}
 
 
 @dataclass
@@ -263,7 +261,7 @@ class _Page:
         return "\n".join(parts)
 
     def _html_summary(self) -> str:
-        head = "".join(f'<th class="lead">{e(c)}</th>' if c == "val/bpb" else f"<th>{e(c)}</th>"
+        head = "".join(f'<th class="lead">{e(c)}</th>' if c == C.VAL_BPB else f"<th>{e(c)}</th>"
                        for c in SUMMARY_COLUMNS)
         body = []
         for record in self.records:
@@ -271,7 +269,7 @@ class _Page:
             tds = []
             for column in SUMMARY_COLUMNS:
                 classes = ["num"] if column in _NUMERIC else []
-                if column == "val/bpb":
+                if column == C.VAL_BPB:
                     classes.append("lead")
                 if column == "status":  # a status.json may say anything: only known words become classes
                     classes.append(f"status-{cells[column]}" if cells[column] in STATUS_CLASSES else "status-other")

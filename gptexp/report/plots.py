@@ -9,15 +9,13 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from gptexp import contract as C
 from gptexp.report.compare import GroupStat
 from gptexp.report.values import finite, group_key
 from gptexp.tracking import RunRecord
 
 if TYPE_CHECKING:  # slow to import
     import optuna
-
-CURVE_METRICS = ("val/bpb", "train/loss")
-CURVE_AXES = (("step", "step"), ("bytes_seen", "bytes of text seen"))
 
 
 @dataclass
@@ -85,7 +83,7 @@ def curve_figure(records: list[RunRecord], metrics: dict[str, list[dict[str, Any
         if not xs:
             continue
         label = record.run_id if by is None else f"{group_key(record.field(by))}: {record.run_id}"
-        finished = record.status == "completed"
+        finished = record.status == C.COMPLETED
         if not finished:
             label += f" ({record.status})"
         ax.plot(xs, ys, color=colours[record.run_id], linestyle="-" if finished else "--",
@@ -93,7 +91,7 @@ def curve_figure(records: list[RunRecord], metrics: dict[str, list[dict[str, Any
         if not finished:
             ax.plot(xs[-1:], ys[-1:], marker="x", color=colours[record.run_id], markersize=8)
         drawn += 1
-    if x_key == "bytes_seen":
+    if x_key == C.BYTES_SEEN:
         ax.xaxis.set_major_formatter(EngFormatter(unit="B"))
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_key)
@@ -112,7 +110,7 @@ def curve_plot(records: list[RunRecord], metrics: dict[str, list[dict[str, Any]]
     return Plot(_file_stem(f"{y_key}_vs_{x_key}"), f"{y_key} vs {x_label}", _png(fig))
 
 
-def group_plot(stats: list[GroupStat], by: str, metric: str = "val/bpb") -> Plot:
+def group_plot(stats: list[GroupStat], by: str, metric: str = C.VAL_BPB) -> Plot:
     """Bars of the group means with ± std error bars, each run's value drawn as a dot."""
     fig = _new_figure(width=max(4.5, 1.3 * len(stats) + 2.5))
     ax = fig.add_subplot()

@@ -16,12 +16,12 @@ from gptexp.tracking import RunRecord
 
 # The columns of `gptexp runs` (and its --json rows). Numbers are raw; `wall time` is in seconds.
 RUNS_COLUMNS = ("id", "name", "status", "tokenizer", "objective", "parameters", "steps",
-                "val/bpb", "val/acc", "tokens/s", "wall time")
+                C.VAL_BPB, C.VAL_ACC, "tokens/s", "wall time")
 # The summary table of a report, leading with the metric that answers the question.
-SUMMARY_COLUMNS = ("id", "name", "val/bpb", "val/loss", "val/acc", "tokenizer", "objective",
+SUMMARY_COLUMNS = ("id", "name", C.VAL_BPB, C.VAL_LOSS, C.VAL_ACC, "tokenizer", "objective",
                    "parameters", "steps", "bytes seen", "status")
-CURVE_METRICS = ("val/bpb", "train/loss")
-CURVE_AXES = (("step", "step"), ("bytes_seen", "bytes of text seen"))
+CURVE_METRICS = (C.VAL_BPB, C.TRAIN_LOSS)
+CURVE_AXES = ((C.STEP, "step"), (C.BYTES_SEEN, "bytes of text seen"))
 # Values a run reports at its end: summary.json key -> where the metrics rows keep it.
 _FINAL_KEYS = (C.VAL_BPB, C.VAL_LOSS, C.VAL_ACC, C.TRAIN_LOSS, C.SUMMARY_STEPS, C.TOKENS_SEEN,
                C.BYTES_SEEN, C.TOKENS_PER_SEC, C.SUMMARY_WALL_TIME, C.SUMMARY_PARAMETERS)
@@ -35,24 +35,24 @@ def final_values(record: RunRecord, metrics: list[dict[str, Any]] | None = None)
     `parameters` exists only in the summary.
     """
     values = {key: record.summary.get(key) for key in _FINAL_KEYS}
-    if all(values[key] is not None for key in _FINAL_KEYS if key != "parameters"):
+    if all(values[key] is not None for key in _FINAL_KEYS if key != C.SUMMARY_PARAMETERS):
         return values
     rows = record.metrics() if metrics is None else metrics
     fallback: dict[str, Any] = {}
     for row in rows:  # later rows win
-        if "val/bpb" in row:
-            for key in ("val/bpb", "val/loss", "val/acc"):
+        if C.VAL_BPB in row:
+            for key in C.VAL_METRICS:
                 fallback[key] = row.get(key)
-        if "train/loss" in row:
-            fallback["train/loss"] = row["train/loss"]
-            fallback["tokens_per_sec"] = row.get("tokens_per_sec")
-        for key in ("tokens_seen", "bytes_seen"):
+        if C.TRAIN_LOSS in row:
+            fallback[C.TRAIN_LOSS] = row[C.TRAIN_LOSS]
+            fallback[C.TOKENS_PER_SEC] = row.get(C.TOKENS_PER_SEC)
+        for key in (C.TOKENS_SEEN, C.BYTES_SEEN):
             if row.get(key) is not None:
                 fallback[key] = row[key]
-    steps = [row["step"] for row in rows if isinstance(row.get("step"), (int, float))]
-    fallback["steps"] = int(max(steps)) if steps else record.status_info.get("step")
-    times = [row["time"] for row in rows if isinstance(row.get("time"), (int, float))]
-    fallback["wall_time_s"] = max(times) - min(times) if len(times) >= 2 else None
+    steps = [row[C.STEP] for row in rows if isinstance(row.get(C.STEP), (int, float))]
+    fallback[C.SUMMARY_STEPS] = int(max(steps)) if steps else record.status_info.get("step")
+    times = [row[C.TIME] for row in rows if isinstance(row.get(C.TIME), (int, float))]
+    fallback[C.SUMMARY_WALL_TIME] = max(times) - min(times) if len(times) >= 2 else None
     for key, value in values.items():
         if value is None:
             values[key] = fallback.get(key)
@@ -140,12 +140,12 @@ def runs_rows(records: Iterable[RunRecord]) -> list[dict[str, Any]]:
             "status": record.status,
             "tokenizer": record.field("tokenizer.kind"),
             "objective": record.field("objective.kind"),
-            "parameters": values["parameters"],
-            "steps": values["steps"],
-            "val/bpb": values["val/bpb"],
-            "val/acc": values["val/acc"],
-            "tokens/s": values["tokens_per_sec"],
-            "wall time": values["wall_time_s"],
+            "parameters": values[C.SUMMARY_PARAMETERS],
+            "steps": values[C.SUMMARY_STEPS],
+            C.VAL_BPB: values[C.VAL_BPB],
+            C.VAL_ACC: values[C.VAL_ACC],
+            "tokens/s": values[C.TOKENS_PER_SEC],
+            "wall time": values[C.SUMMARY_WALL_TIME],
         })
     return rows
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from gptexp import contract as C
 from gptexp.report.compare import describe, group_stats
 from gptexp.report.page import (GROUP_HEADERS, QUESTION_DETAIL, SUMMARY_COLUMNS,
                                 group_cells, markdown_table, md, sorted_for_table, summary_cells)
-from gptexp.report.plots import CURVE_AXES, CURVE_METRICS
-from gptexp.report.values import final_values
+from gptexp.report.values import CURVE_AXES, CURVE_METRICS, final_values
 from gptexp.tracking import RunRecord
 
 if TYPE_CHECKING:  # slow to import
@@ -42,21 +42,21 @@ def build_wandb_report(records: Sequence[RunRecord], entity: str, project: str, 
         raise ValueError("a W&B report needs runs or a group")
     runset = wr.Runset(name=runset_name[:64], filters=filters)
 
-    curves = [wr.LinePlot(title=f"{y} vs {label}", x="Step" if x == "step" else x, y=[y],
+    curves = [wr.LinePlot(title=f"{y} vs {label}", x="Step" if x == C.STEP else x, y=[y],
                           title_x=label, title_y=y)
               for y in CURVE_METRICS for x, label in CURVE_AXES]
     if by:
         comparison = [
-            wr.BarPlot(title=f"final val/bpb by {by} (mean ± std)", metrics=["val/bpb"],
+            wr.BarPlot(title=f"final val/bpb by {by} (mean ± std)", metrics=[C.VAL_BPB],
                        orientation="v", groupby=wr.Config(by), groupby_aggfunc="mean",
                        groupby_rangefunc="stddev"),
-            wr.ScalarChart(title="mean final val/bpb", metric=wr.SummaryMetric("val/bpb"),
+            wr.ScalarChart(title="mean final val/bpb", metric=wr.SummaryMetric(C.VAL_BPB),
                            groupby_aggfunc="mean", groupby_rangefunc="stddev"),
         ]
     else:
         comparison = [
-            wr.BarPlot(title="final val/bpb per run", metrics=["val/bpb"], orientation="v"),
-            wr.ScalarChart(title="mean final val/bpb", metric=wr.SummaryMetric("val/bpb"),
+            wr.BarPlot(title="final val/bpb per run", metrics=[C.VAL_BPB], orientation="v"),
+            wr.ScalarChart(title="mean final val/bpb", metric=wr.SummaryMetric(C.VAL_BPB),
                            groupby_aggfunc="mean", groupby_rangefunc="stddev"),
         ]
     values = {r.run_id: final_values(r) for r in records}

@@ -19,14 +19,17 @@ from typing import Any
 
 import numpy as np
 
+from gptexp import contract as C
+from gptexp.scoring import EXACT_NAME, METRIC_PREFIX, SCORINGS, rename
 from gptexp.study.runner import arm_seeds, final_run_id, study_dir
 from gptexp.study.spec import StudySpec
 from gptexp.study.stats import paired_difference, seed_interval
 from gptexp.tracking import RunStore, read_json, write_json_atomic
 
-HEADLINE = ("val/bpb", "val/hw_l2r_bpb", "val/pll_bpb", "val/pll_l2r_bpb")
-SCORING_OF = {"val/bpb": "masked", "val/hw_l2r_bpb": "hw_l2r", "val/pll_bpb": "pll", "val/pll_l2r_bpb": "pll_l2r"}
-TABLE_METRICS = HEADLINE + ("val/loss", "val/pll_l2r_exact", "test/pll_l2r_bpb")
+HEADLINE = tuple(METRIC_PREFIX[s] for s in SCORINGS)  # val/bpb, val/hw_l2r_bpb, val/pll_bpb, val/pll_l2r_bpb
+PLL_L2R = METRIC_PREFIX["pll_l2r"]  # the headline metric
+SCORING_OF = {METRIC_PREFIX[s]: s for s in SCORINGS}
+TABLE_METRICS = HEADLINE + (C.VAL_LOSS, EXACT_NAME["pll_l2r"], rename(PLL_L2R, "test/"))
 
 
 def _finite(x: Any) -> float:
@@ -59,13 +62,13 @@ def collect(study: StudySpec, runs_dir: Path) -> dict[str, Any]:
                 continue
             summary = RunStore(runs_dir / run_id).read_summary()
             runs.append({"seed": seed, "run_id": run_id, "metrics": record["metrics"],
-                         "bytes_seen": summary.get("bytes_seen"), "tokens_seen": summary.get("tokens_seen"),
-                         "wall_time_s": summary.get("wall_time_s")})
+                         C.BYTES_SEEN: summary.get(C.BYTES_SEEN), C.TOKENS_SEEN: summary.get(C.TOKENS_SEEN),
+                         C.SUMMARY_WALL_TIME: summary.get(C.SUMMARY_WALL_TIME)})
             words[arm][seed] = record["words"]
         names = sorted({k for run in runs for k in run["metrics"]})
         intervals = {name: seed_interval([_finite(run["metrics"].get(name)) for run in runs]) for name in names}
-        bytes_seen = [r["bytes_seen"] for r in runs if r.get("bytes_seen")]
-        tokens_seen = [r["tokens_seen"] for r in runs if r.get("tokens_seen")]
+        bytes_seen = [r[C.BYTES_SEEN] for r in runs if r.get(C.BYTES_SEEN)]
+        tokens_seen = [r[C.TOKENS_SEEN] for r in runs if r.get(C.TOKENS_SEEN)]
         arms[arm] = {
             "tokenizer": info.get("tokenizer"), "objective": info.get("objective"), "mask_unit": info.get("mask_unit"),
             "best_params": tuned.get(arm, {}).get("params", {}),
@@ -78,7 +81,7 @@ def collect(study: StudySpec, runs_dir: Path) -> dict[str, Any]:
                 "params": info.get("params"), "non_embedding_params": info.get("non_embedding_params"),
                 "steps": info.get("steps"), "block_size": info.get("block_size"),
                 "context_bytes": info.get("context_bytes"), "bytes_per_token": info.get("bytes_per_token"),
-                "bytes_seen": float(np.mean(bytes_seen)) if bytes_seen else None,
+                C.BYTES_SEEN: float(np.mean(bytes_seen)) if bytes_seen else None,
                 "train_flops": info.get("flops_per_token", 0) * float(np.mean(tokens_seen)) if tokens_seen else info.get("train_flops"),
                 "flops_per_token": info.get("flops_per_token"),
             },
@@ -133,7 +136,7 @@ def compare(study: StudySpec, arms: dict[str, Any], words: dict[str, dict[int, A
             word_bytes = np.array(words[cw][seeds[0]]["val"]["word_bytes"])
             gap_word_plus = _bits(words[cw], seeds, "masked") + _bits(words[bt], seeds, "pll_l2r")
             gap_tail_plus = _bits(words[bw], seeds, "masked") + _bits(words[ct], seeds, "pll_l2r")
-            out.append(paired_difference("gap(val/bpb, word) - gap(val/pll_l2r_bpb, word_tail)", f"{cw}-{bw}",
+            out.append(paired_difference(f"gap({C.VAL_BPB}, word) - gap({PLL_L2R}, word_tail)", f"{cw}-{bw}",
                                          f"{ct}-{bt}", seeds, gap_word_plus, gap_tail_plus, word_bytes))
     return out
 
@@ -162,19 +165,19 @@ def answer(results: dict[str, Any]) -> str:
     ct, bt = index.get(("char", "token")), index.get(("bpe", "token"))
     if ct and bt:
         parts.append(
-            f"Unit of the loss: with token masks, char scores {fmt(mean(ct, 'val/loss'))} nats per hidden token against "
-            f"BPE's {fmt(mean(bt, 'val/loss'))}, but a char token mask hides one character and a BPE token mask "
-            f"several; per byte the two are {fmt(mean(ct, 'val/bpb'))} and {fmt(mean(bt, 'val/bpb'))} bpb "
-            f"(char − BPE {_said(_find(results, 'val/bpb', ct, bt))}).")
+            f"Unit of the loss: with token masks, char scores {fmt(mean(ct, C.VAL_LOSS))} nats per hidden token against "
+            f"BPE's {fmt(mean(bt, C.VAL_LOSS))}, but a char token mask hides one character and a BPE token mask "
+            f"several; per byte the two are {fmt(mean(ct, C.VAL_BPB))} and {fmt(mean(bt, C.VAL_BPB))} bpb "
+            f"(char − BPE {_said(_find(results, C.VAL_BPB, ct, bt))}).")
     cw, bw = index.get(("char", "word")), index.get(("bpe", "word"))
     if cw and bw:
         parts.append(
             f"Masking unit: with whole-word masks both arms hide the same words; char − BPE on val/bpb is "
-            f"{_said(_find(results, 'val/bpb', cw, bw))}.")
+            f"{_said(_find(results, C.VAL_BPB, cw, bw))}.")
     ctl, btl = index.get(("char", "word_tail")), index.get(("bpe", "word_tail"))
     factor = next((c for c in results["comparisons"] if c["metric"].startswith("gap(")), None)
     if factor is not None:
-        whole = _finite(_find(results, "val/bpb", cw, bw)["difference"]) if _find(results, "val/bpb", cw, bw) else math.nan
+        whole = _finite(_find(results, C.VAL_BPB, cw, bw)["difference"]) if _find(results, C.VAL_BPB, cw, bw) else math.nan
         share = factor["difference"] / whole if whole and not math.isnan(whole) else math.nan
         share_text = f" (about {share:.0%} of the word-mask gap)" if not math.isnan(share) else ""
         parts.append(
@@ -183,7 +186,7 @@ def answer(results: dict[str, Any]) -> str:
             f"{_said(factor)}{share_text}.")
     if ctl and btl:
         parts.append(f"What remains: char − BPE on val/pll_l2r_bpb (word_tail arms) is "
-                     f"{_said(_find(results, 'val/pll_l2r_bpb', ctl, btl))}.")
+                     f"{_said(_find(results, PLL_L2R, ctl, btl))}.")
     if not parts:
         return "The study has no pair of char and BPE arms with the same mask unit; nothing to compare."
     return " ".join(parts)
@@ -212,7 +215,7 @@ def markdown(results: dict[str, Any], plots: list[str], wall_time: str | None = 
     for arm, info in arms.items():
         b = info["budget"]
         lines.append(f"| {arm} | {b['params']:,} | {b['non_embedding_params']:,} | {b['steps']} | {b['block_size']} | "
-                     f"{fmt(b['context_bytes'], 0)} | {fmt(b['bytes_seen'], 0)} | {_finite(b['train_flops']):.3g} |"
+                     f"{fmt(b['context_bytes'], 0)} | {fmt(b[C.BYTES_SEEN], 0)} | {_finite(b['train_flops']):.3g} |"
                      if b.get("params") else f"| {arm} | – | – | – | – | – | – | – |")
     lines += ["", "## Paired differences (a − b, same hidden words and seeds)", "",
               "| metric | a | b | seeds | difference | 95% over seeds | 95% over words | claimed |", "|---|---|---|---|---|---|---|---|"]
@@ -225,15 +228,15 @@ def markdown(results: dict[str, Any], plots: list[str], wall_time: str | None = 
     lines.append("| arm | " + " | ".join(positions) + " |")
     lines.append("|" + "---|" * (len(positions) + 1))
     for arm, info in arms.items():
-        lines.append(f"| {arm} | " + " | ".join(fmt(info["mean"].get(f"val/pll_l2r_bpb/{p}"), 2) for p in positions) + " |")
+        lines.append(f"| {arm} | " + " | ".join(fmt(info["mean"].get(f"{PLL_L2R}/{p}"), 2) for p in positions) + " |")
     lines += ["", "## One-BPE-token versus multi-token hidden words (mean over seeds)", "",
               "| arm | share one-token | val/bpb one | val/bpb multi | val/pll_l2r_bpb one | val/pll_l2r_bpb multi |",
               "|---|---|---|---|---|---|"]
     for arm, info in arms.items():
         m = info["mean"]
-        lines.append(f"| {arm} | {fmt(m.get('val/one_token_share'), 2)} | {fmt(m.get('val/bpb/one_token'))} | "
-                     f"{fmt(m.get('val/bpb/multi_token'))} | {fmt(m.get('val/pll_l2r_bpb/one_token'))} | "
-                     f"{fmt(m.get('val/pll_l2r_bpb/multi_token'))} |")
+        lines.append(f"| {arm} | {fmt(m.get('val/one_token_share'), 2)} | {fmt(m.get(C.VAL_BPB + '/one_token'))} | "
+                     f"{fmt(m.get(C.VAL_BPB + '/multi_token'))} | {fmt(m.get(PLL_L2R + '/one_token'))} | "
+                     f"{fmt(m.get(PLL_L2R + '/multi_token'))} |")
     held = sorted({k.split("/")[0] + ("/" + k.split("/")[1] if k.startswith("heldout/") else "")
                    for info in arms.values() for k in info["mean"] if k.startswith(("test/", "heldout/"))})
     lines += ["", "## Held-out texts (scored once, at the end)", ""]
@@ -300,14 +303,14 @@ def write_plots(study: StudySpec, runs_dir: Path, results: dict[str, Any], out: 
     out.mkdir(parents=True, exist_ok=True)
     names = []
     arms = results["arms"]
-    for x_key, label, stem in (("bytes_seen", "training bytes", "curves_bytes.png"), ("flops", "training FLOPs", "curves_flops.png")):
+    for x_key, label, stem in ((C.BYTES_SEEN, "training bytes", "curves_bytes.png"), ("flops", "training FLOPs", "curves_flops.png")):
         fig, ax = plt.subplots(figsize=(7, 4))
         for arm, info in arms.items():
             per_token = info["budget"].get("flops_per_token") or 0
             for n, run in enumerate(info["runs"]):
-                rows = [r for r in RunStore(runs_dir / run["run_id"]).read_metrics() if "val/bpb" in r]
-                xs = [r.get("bytes_seen", 0) if x_key == "bytes_seen" else r.get("tokens_seen", 0) * per_token for r in rows]
-                ax.plot(xs, [r["val/bpb"] for r in rows], color=f"C{list(arms).index(arm)}", alpha=0.8,
+                rows = [r for r in RunStore(runs_dir / run["run_id"]).read_metrics() if C.VAL_BPB in r]
+                xs = [r.get(C.BYTES_SEEN, 0) if x_key == C.BYTES_SEEN else r.get(C.TOKENS_SEEN, 0) * per_token for r in rows]
+                ax.plot(xs, [r[C.VAL_BPB] for r in rows], color=f"C{list(arms).index(arm)}", alpha=0.8,
                         label=arm if n == 0 else None)
         ax.set_xlabel(label)
         ax.set_ylabel("val/bpb during training (the arm's own masks)")
@@ -319,7 +322,7 @@ def write_plots(study: StudySpec, runs_dir: Path, results: dict[str, Any], out: 
     fig, ax = plt.subplots(figsize=(7, 4))
     positions = [f"byte{i}" for i in range(7)] + ["byte7+"]
     for arm, info in arms.items():
-        ax.plot(range(len(positions)), [_finite(info["mean"].get(f"val/pll_l2r_bpb/{p}")) for p in positions], marker="o", label=arm)
+        ax.plot(range(len(positions)), [_finite(info["mean"].get(f"{PLL_L2R}/{p}")) for p in positions], marker="o", label=arm)
     ax.set_xticks(range(len(positions)), [p.removeprefix("byte") for p in positions])
     ax.set_xlabel("byte position inside the hidden word")
     ax.set_ylabel("bits per byte (PLL-word-l2r)")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gptexp import contract as C
 from gptexp.data import prepare_data
 from gptexp.evalset import EvalSet, arm_view, build_evalset
 from gptexp.launch import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, resume_run, start_run
@@ -226,7 +227,7 @@ class StudyRunner:
                 for index, point in enumerate(points):
                     run_id = tune_run_id(self.study, arm, index)
                     summary = self.execute(self.tune_spec(arm, point), run_id, f"tune {arm} {point}")
-                    trials.append({"run_id": run_id, "params": point, "dev/bpb": summary.get("val/bpb")})
+                    trials.append({"run_id": run_id, "params": point, "dev/bpb": summary.get(C.VAL_BPB)})
                 scored = [t for t in trials if isinstance(t["dev/bpb"], (int, float)) and math.isfinite(t["dev/bpb"])]
                 if not scored:
                     raise StudyFailed(f"arm {arm}: no tuning run reached a finite dev val/bpb")
@@ -274,7 +275,7 @@ class StudyRunner:
         if result.exit_code != EXIT_OK:
             raise StudyFailed(f"run {run_id} ended {result.status} (exit {result.exit_code}); see {run_dir}/train.log")
         summary = store.read_summary()
-        self.say(f"study {self.study.name}: {what}: done in {time.time() - started:.0f} s, val/bpb {summary.get('val/bpb')}")
+        self.say(f"study {self.study.name}: {what}: done in {time.time() - started:.0f} s, val/bpb {summary.get(C.VAL_BPB)}")
         return summary
 
     # -- 4. scoring on the frozen sets --------------------------------------------------------
@@ -287,9 +288,10 @@ class StudyRunner:
         started = time.time()
         record = score_run(self.runs_dir / run_id, evalsets, self._views)
         write_json_atomic(path, record)
-        self.say(f"study {self.study.name}: scored {run_id} in {time.time() - started:.0f} s: "
-                 f"val/bpb {record['metrics'].get('val/bpb', math.nan):.4f}, "
-                 f"val/pll_l2r_bpb {record['metrics'].get('val/pll_l2r_bpb', math.nan):.4f}")
+        from gptexp.scoring import METRIC_PREFIX  # torch: loaded by score_run already
+
+        self.say(f"study {self.study.name}: scored {run_id} in {time.time() - started:.0f} s: " + ", ".join(
+            f"{name} {record['metrics'].get(name, math.nan):.4f}" for name in (C.VAL_BPB, METRIC_PREFIX["pll_l2r"])))
         return record
 
 

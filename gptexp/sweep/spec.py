@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
+from gptexp import contract as C
 from gptexp import limits
 from gptexp.spec import (ExperimentSpec, PositiveInt, Section, SpecError, apply_overrides, format_validation_error,
                          read_yaml_file, resolve_paths, validate_spec)
@@ -68,7 +69,7 @@ SpaceParam = Annotated[FloatParam | IntParam | CategoricalParam, Field(discrimin
 
 class SamplerSpec(Section):
     kind: Literal["tpe", "random", "grid", "cmaes"] = Field("tpe", description="grid needs categorical, int or stepped float params; cmaes needs the `cmaes` package")
-    seed: int | None = Field(None, description="sampler seed: a new study run by one process with workers: 1 is reproducible; a process that resumes or joins a study reseeds at random")
+    seed: int | None = Field(None, ge=0, le=limits.MAX_SAMPLER_SEED, description=f"sampler seed (0 to {limits.MAX_SAMPLER_SEED}): a new study run by one process with workers: 1 is reproducible; a process that resumes or joins a study reseeds at random")
 
 
 class MedianPrunerSpec(Section):
@@ -90,7 +91,7 @@ class NoPrunerSpec(Section):
 
 
 PrunerSpec = Annotated[MedianPrunerSpec | HyperbandPrunerSpec | NoPrunerSpec, Field(discriminator="kind")]
-SweepMetric = Literal["val/bpb", "val/loss", "val/acc"]
+SweepMetric = Literal[C.VAL_BPB, C.VAL_LOSS, C.VAL_ACC]  # type: ignore[valid-type]  # the names, from the contract
 
 # Each worker is a thread waiting on its own torchrun (one or more processes): beyond a few dozen a
 # machine thrashes, and a typo (`--workers 1000`) would start that many trainings at once.
@@ -124,7 +125,7 @@ class SweepSpec(Section):
     experiment: str = Field(description="the base experiment spec; a relative path is from the current directory, like data.path")
     overrides: list[str] | dict[str, Any] = Field(default_factory=list, description="changes to the base spec for every trial: [k=v, ...] or {dotted.key: value}")
     space: dict[str, SpaceParam] = Field(min_length=1, description="dotted spec path -> {type: float|int|categorical, low, high, log, step, choices}; type is inferred when left out")
-    metric: SweepMetric = Field("val/bpb", description="the run's final value of this metric (summary.json) is the trial's value; reported at every eval for pruning")
+    metric: SweepMetric = Field(C.VAL_BPB, description="the run's final value of this metric (summary.json) is the trial's value; reported at every eval for pruning")
     direction: Literal["minimize", "maximize"] = "minimize"
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=MedianPrunerSpec)
