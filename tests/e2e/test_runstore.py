@@ -32,9 +32,15 @@ def eval_steps(run_dir: Path) -> list[int]:
     return [row["step"] for row in rows if "val/loss" in row]
 
 
+# A tiny model trains a step in milliseconds: a run could finish before a SIGTERM sent at its
+# first checkpoint lands. Evaluating every step paces it (tens of ms a step, on any machine
+# proportionally), so the signal always arrives mid-run.
+PACED = {"eval_every": 1, "eval_batches": 20}
+
+
 def interrupted_run(runs_dir: Path, tiny_spec, name: str, max_steps: int = 60, **train: int) -> Path:
     """A real run stopped by SIGTERM after its first checkpoint (status interrupted)."""
-    spec = tiny_spec(train={"max_steps": max_steps, "checkpoint_every": 5, "eval_every": 20, **train})
+    spec = tiny_spec(train={"max_steps": max_steps, "checkpoint_every": 5, **PACED, **train})
     process = start_cli(["run", str(spec), "--nproc", "1", "--name", name, "--runs-dir", str(runs_dir)], env=ONE_THREAD)
     wait_for(lambda: any(runs_dir.glob(f"{name}-*/checkpoints/last.pt")), 120, "a first checkpoint")
     process.send_signal(signal.SIGTERM)
@@ -56,7 +62,7 @@ def test_two_concurrent_resumes_one_trains_the_other_exits_2(runs_dir: Path, tin
     assert f"run {run_dir.name} is in use by pid {winner.pid} on host {socket.gethostname()}" in refused
     assert "Traceback" not in refused and len(refused.strip().splitlines()) == 1
     assert status_of(run_dir)["status"] == "completed"
-    assert eval_steps(run_dir) == [0, 20, 40, 60]  # one writer: each eval logged once
+    assert eval_steps(run_dir) == list(range(61))  # one writer: each eval (every step) logged once
 
 
 def test_a_second_launch_of_a_running_run_is_refused_at_once(runs_dir: Path, tiny_spec) -> None:
@@ -173,7 +179,7 @@ def test_resume_after_the_corpus_changed_exits_2_unless_accepted(runs_dir: Path,
     text = CORPUS.read_text(encoding="utf-8")[:200_000]
     corpus.write_text(text, encoding="utf-8")
     spec = tiny_spec(data={"path": str(corpus), "val_fraction": 0.1},
-                     train={"max_steps": 30, "checkpoint_every": 5, "eval_every": 10})
+                     train={"max_steps": 30, "checkpoint_every": 5, **PACED})
     process = start_cli(["run", str(spec), "--nproc", "1", "--name", "drift", "--runs-dir", str(runs_dir)], env=ONE_THREAD)
     wait_for(lambda: any(runs_dir.glob("drift-*/checkpoints/last.pt")), 120, "a first checkpoint")
     process.send_signal(signal.SIGTERM)
