@@ -25,7 +25,8 @@ def eval_command(
     """Evaluate a run's checkpoint on a text file; prints JSON with val/loss, val/bpb, val/acc.
 
     The run's own objective is used (MLM masks are seeded, so repeated evals agree). Characters a
-    char tokenizer never saw count as <unk>, and their bytes still count in val/bpb.
+    char tokenizer never saw become <unk>, which is predicted like any token but stands for no
+    bytes (as in training), so text with unseen characters scores pessimistically, never better.
 
     With --metric (masked LMs): words of the text are hidden once (15%, seed 0, 100% <mask>) and priced in bits per byte: masked = all hidden words of a span masked, each token predicted independently (val/bpb) and by the chain rule inside the word (val/hw_l2r_bpb); pll = only the target word masked; pll_l2r = PLL-word-l2r, the word's tokens left to right. Words with characters outside the vocabulary are skipped (counted).
     """
@@ -75,11 +76,16 @@ def generate(
 
 
 def read_text_file(path: Path, flag: str) -> str:
-    """The UTF-8 text of `path`, or exit 2 with one line naming the flag and the file."""
-    if not path.exists():
-        fail(f"{flag} {path}: file not found")
-    if path.is_dir():
-        fail(f"{flag} {path}: is a directory, expected a text file")
+    """The UTF-8 text of `path`, or exit 2 with one line naming the flag and the file.
+
+    Only regular files: a FIFO or a device (/dev/zero) would block or read until memory runs out.
+    """
+    from gptexp.data.corpus import CorpusError, check_regular
+
+    try:
+        check_regular(path, flag)
+    except CorpusError as error:
+        fail(str(error))
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,20 @@ def test_eval_of_a_masked_model_on_the_corpus_is_repeatable(trained_runs: dict[s
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout) == json.loads(second.stdout)
     assert json.loads(first.stdout)["batches"] == 3
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_eval_refuses_a_fifo_or_a_device_as_data_at_once(trained_runs: dict[str, Path], tmp_path: Path, kind: str) -> None:
+    """Reading a FIFO with no writer blocks for ever; /dev/zero reads until memory runs out."""
+    if kind == "fifo":
+        data = tmp_path / "pipe"
+        os.mkfifo(data)
+    else:
+        data = Path("/dev/zero")
+    result = run_cli(["eval", trained_runs["clm"].name, "--data", str(data), "--runs-dir", str(trained_runs["runs"])],
+                     timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"error: --data: {data}: not a regular file (FIFOs, devices and sockets cannot be read as a corpus)"
 
 
 def test_generate_greedy_with_and_without_cache(trained_runs: dict[str, Path]) -> None:
