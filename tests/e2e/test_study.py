@@ -23,7 +23,9 @@ def tiny_study(tmp_path: Path) -> Path:
         "base": {"data": {"path": str(corpus), "val_fraction": 0.1, "test_fraction": 0.05},
                  "model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "positions": "rope"},
                  "objective": {"kind": "mlm"}, "optim": {"lr": 3.0e-3, "warmup_steps": 2},
-                 "train": {"batch_size": 4, "max_steps": 40, "eval_every": 20, "eval_batches": 1,
+                 # Evaluating every step paces the tiny runs (tens of ms a step), so the test's
+                 # SIGKILL always lands mid-run; unpaced, 40 steps could end between two polls.
+                 "train": {"batch_size": 4, "max_steps": 40, "eval_every": 1, "eval_batches": 20,
                            "checkpoint_every": 2, "log_every": 10},
                  "tracking": {"wandb": {"mode": "disabled"}}},
         "arms": {
