@@ -160,6 +160,18 @@ def check_slurm_options(options: SlurmOptions) -> None:
         raise SpecError(f"--cpus-per-task {options.cpus_per_task}: must be at least 1")
 
 
+def _resource_directives(gpus: int, cpus_per_task: int | None, partition: str | None, time: str | None) -> list[str]:
+    """The optional #SBATCH directives both script kinds share, in sbatch's usual order."""
+    directives = [f"--gpus-per-node={gpus}"] if gpus > 0 else []
+    if cpus_per_task is not None:
+        directives.append(f"--cpus-per-task={cpus_per_task}")
+    if partition is not None:
+        directives.append(f"--partition={partition}")
+    if time is not None:
+        directives.append(f"--time={time}")
+    return directives
+
+
 def slurm_script(spec: ExperimentSpec, options: SlurmOptions) -> str:
     """An sbatch script that runs `spec` on `options.nodes` nodes, one `gptexp run` per node.
 
@@ -173,15 +185,8 @@ def slurm_script(spec: ExperimentSpec, options: SlurmOptions) -> str:
     if any(line.strip() == SPEC_HEREDOC_END for line in spec_yaml.splitlines()):
         raise SpecError(f"the spec contains a line {SPEC_HEREDOC_END!r}, which ends the script's heredoc")
 
-    directives = [f"--job-name={options.job_name}", f"--nodes={options.nodes}", "--ntasks-per-node=1"]
-    if options.gpus_per_node > 0:
-        directives.append(f"--gpus-per-node={options.gpus_per_node}")
-    if options.cpus_per_task is not None:
-        directives.append(f"--cpus-per-task={options.cpus_per_task}")
-    if options.partition is not None:
-        directives.append(f"--partition={options.partition}")
-    if options.time is not None:
-        directives.append(f"--time={options.time}")
+    directives = [f"--job-name={options.job_name}", f"--nodes={options.nodes}", "--ntasks-per-node=1",
+                  *_resource_directives(options.gpus_per_node, options.cpus_per_task, options.partition, options.time)]
     # SIGTERM two minutes before the time limit: gptexp run forwards it, rank 0 checkpoints.
     directives += ["--signal=TERM@120", "--output=%x-%j.out"]
 
@@ -283,15 +288,8 @@ def sweep_array_script(sweep: SweepSpec, options: SweepArrayOptions, workdir: Pa
     # is run in: every task runs from the directory this script was written in.
     workdir = (workdir or Path.cwd()).resolve()
     study = str(sweep.study)
-    directives = [f"--job-name={options.job_name}", f"--array=0-{options.tasks - 1}", "--nodes=1", "--ntasks=1"]
-    if options.gpus_per_task > 0:
-        directives.append(f"--gpus-per-node={options.gpus_per_task}")
-    if options.cpus_per_task is not None:
-        directives.append(f"--cpus-per-task={options.cpus_per_task}")
-    if options.partition is not None:
-        directives.append(f"--partition={options.partition}")
-    if options.time is not None:
-        directives.append(f"--time={options.time}")
+    directives = [f"--job-name={options.job_name}", f"--array=0-{options.tasks - 1}", "--nodes=1", "--ntasks=1",
+                  *_resource_directives(options.gpus_per_task, options.cpus_per_task, options.partition, options.time)]
     # SIGTERM to the batch shell (exec'd into gptexp sweep) two minutes before the time limit: the
     # running trials checkpoint, fail as interrupted and are queued again for the other tasks.
     directives += ["--signal=B:TERM@120", "--output=%x-%A_%a.out"]
