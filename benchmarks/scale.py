@@ -5,8 +5,8 @@
 
 For each size it builds a corpus of real text from files already on this machine: the .py, .pyi,
 .md, .rst, .txt, .h and .c files of the installed packages and of the Python installation (then
-.html documentation, then other source, data and markup files — .js, .json, .xml, .yaml, ... — if
-that is not enough), each file once (deduplicated by content, never a
+.html documentation, then other source, data and markup files — .js, .json, .xml, .yaml, ... —,
+then files without a suffix, then gzipped text such as manual pages, as long as that is not enough), each file once (deduplicated by content, never a
 repeated copy), skipping files that are not UTF-8 text or are larger than 4 MB. The corpus is a
 directory of those files (one document each), built once per size under --work and reused.
 
@@ -25,6 +25,7 @@ The machine may be shared: say so when quoting the numbers (ratios from one run 
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import os
@@ -35,6 +36,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +52,11 @@ MORE_SUFFIXES = (".html",)
 EVEN_MORE_SUFFIXES = (".js", ".json", ".xml", ".yaml", ".yml", ".pm", ".pl", ".vim", ".el", ".lua", ".tex",
                       ".css", ".sh", ".cfg", ".ini", ".toml", ".pxd", ".pyx", ".cpp", ".hpp", ".cc", ".cu",
                       ".cuh", ".java", ".go", ".rs", ".ts", ".rb", ".php", ".sql", ".csv", ".tsv", ".po")
+# and last: files without a suffix (scripts, READMEs, licences; binaries fail the UTF-8 check) and
+# gzipped text (manual pages, changelogs), read decompressed
+NO_SUFFIX = ("",)
+GZIPPED = (".gz",)
+TIERS = (TEXT_SUFFIXES, MORE_SUFFIXES, EVEN_MORE_SUFFIXES, NO_SUFFIX, GZIPPED)
 MAX_FILE_BYTES = 4 << 20
 SIZE_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9}
 
@@ -79,8 +86,23 @@ def candidate_files(suffixes: tuple[str, ...]):
         for directory, dirs, files in os.walk(root):
             dirs.sort()
             for name in sorted(files):
-                if name.endswith(suffixes):
+                if (suffixes == NO_SUFFIX and "." not in name) or (suffixes != NO_SUFFIX and name.endswith(suffixes)):
                     yield Path(directory) / name
+
+
+def read_candidate(path: Path) -> bytes:
+    """A candidate file's text bytes (decompressed for .gz); raises OSError/ValueError if unusable."""
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
+        raise ValueError("not a small regular file")
+    if path.suffix == ".gz":
+        with gzip.open(path) as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ValueError("too large decompressed")
+    else:
+        data = path.read_bytes()
+    data.decode("utf-8")
+    return data
 
 
 def build_corpus(target_bytes: int, work: Path) -> Path:
@@ -92,16 +114,13 @@ def build_corpus(target_bytes: int, work: Path) -> Path:
     corpus.mkdir(parents=True, exist_ok=True)
     seen: set[bytes] = set()
     total, count = 0, 0
-    for suffixes in (TEXT_SUFFIXES, MORE_SUFFIXES, EVEN_MORE_SUFFIXES):
+    for suffixes in TIERS:
         for path in candidate_files(suffixes):
             if total >= target_bytes:
                 break
             try:
-                if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
-                    continue
-                data = path.read_bytes()
-                data.decode("utf-8")
-            except (OSError, UnicodeDecodeError):
+                data = read_candidate(path)
+            except (OSError, ValueError, EOFError, zlib.error):  # UnicodeDecodeError, gzip.BadGzipFile too
                 continue
             digest = hashlib.sha1(data).digest()
             if not data.strip() or b"\x00" in data or digest in seen:
