@@ -35,6 +35,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -148,6 +149,57 @@ def peak_mb() -> dict[str, float]:
     return {"peak_rss_mb": self_kb / 1024, "peak_rss_children_mb": children_kb / 1024}
 
 
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it (from /proc/*/task/*/children)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                queue.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                pass
+    return found
+
+
+def pss_kb(pid: int) -> int:
+    """Proportional set size: resident memory with pages shared between processes (a forked pool
+    shares its parent's heap) divided among them, so a process tree's PSS adds up to what it uses."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class TreeMemory:
+    """Samples the summed PSS of this process and its descendants every 0.1 s in a thread; `peak_mb`."""
+
+    def __init__(self) -> None:
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak_kb = max(self.peak_kb, sum(pss_kb(pid) for pid in descendants(os.getpid())))
+
+    def __enter__(self) -> "TreeMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_kb / 1024
+
+
 # ---------------------------------------------------------------------------------------------
 # the measured jobs (each runs in its own process: `scale.py --job NAME ...`)
 
@@ -162,7 +214,8 @@ def job_gptexp_prepare(corpus: Path, cache: Path, vocab: int, workers: int | Non
     spec = validate_spec({"data": data, "tokenizer": {"kind": "bpe", "vocab_size": vocab, "pattern": "gpt4"}}, "bench")
     marks: list[tuple[float, str]] = []
     start = time.perf_counter()
-    prepared = prepare_data(spec, cache, progress=lambda m: marks.append((time.perf_counter() - start, m)))
+    with TreeMemory() as tree:
+        prepared = prepare_data(spec, cache, progress=lambda m: marks.append((time.perf_counter() - start, m)))
     total = time.perf_counter() - start
 
     def first(prefix: str) -> float:
@@ -177,7 +230,8 @@ def job_gptexp_prepare(corpus: Path, cache: Path, vocab: int, workers: int | Non
     return {"scan_s": first("training"), "count_s": counted - first("training"), "merges_s": encode_start - counted,
             "train_s": encode_start, "encode_s": encode_end - encode_start, "total_s": total, "workers": n_workers,
             "encode_mb_s": mb / (encode_end - encode_start), "encode_mb_s_per_worker": mb / (encode_end - encode_start) / n_workers,
-            "tokens_dir_mb": sum(f.stat().st_size for f in prepared.tokens_dir.iterdir()) / 1e6, **peak_mb()}
+            "tokens_dir_mb": sum(f.stat().st_size for f in prepared.tokens_dir.iterdir()) / 1e6,
+            "peak_tree_pss_mb": tree.peak_mb, **peak_mb()}
 
 
 def job_hf(corpus: Path, vocab: int) -> dict:
@@ -198,22 +252,23 @@ def job_hf(corpus: Path, vocab: int) -> dict:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=list(DEFAULT_SPECIAL_TOKENS), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    start = time.perf_counter()
-    tok.train_from_iterator(documents(), trainer=trainer, length=len(files))
-    train_s = time.perf_counter() - start
-    start = time.perf_counter()
-    n_tokens, batch = 0, []
-    for doc in documents():
-        batch.append(doc)
-        if len(batch) == 1000:
+    with TreeMemory() as tree:
+        start = time.perf_counter()
+        tok.train_from_iterator(documents(), trainer=trainer, length=len(files))
+        train_s = time.perf_counter() - start
+        start = time.perf_counter()
+        n_tokens, batch = 0, []
+        for doc in documents():
+            batch.append(doc)
+            if len(batch) == 1000:
+                n_tokens += sum(len(e.ids) for e in tok.encode_batch(batch))
+                batch = []
+        if batch:
             n_tokens += sum(len(e.ids) for e in tok.encode_batch(batch))
-            batch = []
-    if batch:
-        n_tokens += sum(len(e.ids) for e in tok.encode_batch(batch))
-    encode_s = time.perf_counter() - start
+        encode_s = time.perf_counter() - start
     mb = corpus_stats(corpus)["bytes"] / 1e6
     return {"train_s": train_s, "encode_s": encode_s, "total_s": train_s + encode_s, "encode_mb_s": mb / encode_s,
-            "tokens": n_tokens, "threads": os.cpu_count(), **peak_mb()}
+            "tokens": n_tokens, "threads": os.cpu_count(), "peak_tree_pss_mb": tree.peak_mb, **peak_mb()}
 
 
 def proc_status(pid: int) -> dict[str, int]:

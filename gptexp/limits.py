@@ -33,6 +33,10 @@ MAX_PATH_PART_BYTES = 255  # Linux NAME_MAX
 # `gptexp generate --max-new-tokens`: 100k tokens take minutes on a CPU for the shipped models;
 # more is a typo (1e9 would sample for days).
 MAX_NEW_TOKENS = 100_000
+# A tokenizer file (gptexp's JSON or a Hugging Face tokenizer.json): the largest public ones (250k
+# vocabularies with merges) are tens of MB; a bound keeps /dev/zero or a mistaken path from
+# filling memory.
+MAX_TOKENIZER_FILE_BYTES = 256 << 20
 
 # Weights & Biases (checked in wandb 0.31's own source and the server's errors):
 # - tags: 1 to 64 characters. wandb/sdk/wandb_settings.py validates run tags ("Tags must be between

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterable, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
     from gptexp.objectives import Batch, TokenInfo, Window

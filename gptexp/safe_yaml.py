@@ -16,12 +16,13 @@ once every alias is expanded.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from gptexp.regular_file import FileRefused, Refusal, read_regular
 
 MAX_YAML_BYTES = 1024 * 1024  # a spec or sweep file is a few KB; 1 MiB leaves room for long lists
 MAX_YAML_NODES = 100_000  # scalars + collections after alias expansion
@@ -146,6 +147,17 @@ def load_yaml(text: str, source: str) -> Any:
             loader.dispose()
 
 
+def yaml_refusal_message(refused: FileRefused, what: str) -> str:
+    path = refused.path
+    if refused.refusal is Refusal.DIRECTORY:
+        return f"{path}: is a directory, expected a {what}"
+    if refused.refusal is Refusal.SPECIAL:
+        return f"{path}: not a regular file (a FIFO or device?), expected a {what}"
+    if refused.refusal is Refusal.TOO_LARGE:
+        return f"{path}: {refused.size} bytes, larger than the {MAX_YAML_BYTES // 1024} KiB limit for a {what}"
+    return str(refused)
+
+
 def read_yaml_file(path: str | os.PathLike[str], what: str = "YAML file") -> Any:
     """The parsed YAML document in `path`: a regular UTF-8 file no larger than MAX_YAML_BYTES.
 
@@ -154,24 +166,9 @@ def read_yaml_file(path: str | os.PathLike[str], what: str = "YAML file") -> Any
     """
     path = Path(path)
     try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise YamlInputError(f"{path}: file not found") from None
-    except OSError as error:
-        raise YamlInputError(f"{path}: cannot read ({error.strerror})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise YamlInputError(f"{path}: is a directory, expected a {what}")
-    if not stat.S_ISREG(info.st_mode):
-        raise YamlInputError(f"{path}: not a regular file (a FIFO or device?), expected a {what}")
-    if info.st_size > MAX_YAML_BYTES:
-        raise YamlInputError(f"{path}: {info.st_size} bytes, larger than the {MAX_YAML_BYTES // 1024} KiB limit for a {what}")
-    try:
-        with path.open("rb") as file:
-            data = file.read(MAX_YAML_BYTES + 1)  # the file may have grown since stat
-    except OSError as error:
-        raise YamlInputError(f"{path}: cannot read ({error.strerror})") from None
-    if len(data) > MAX_YAML_BYTES:
-        raise YamlInputError(f"{path}: larger than the {MAX_YAML_BYTES // 1024} KiB limit for a {what}")
+        data = read_regular(path, MAX_YAML_BYTES)
+    except FileRefused as refused:
+        raise YamlInputError(yaml_refusal_message(refused, what)) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import socket
-import stat
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any, Callable, Protocol
 
 from gptexp import contract as C
 from gptexp.redaction import redact_data
+from gptexp.regular_file import FileRefused, Refusal, read_regular
 
 RUN_STATUSES = C.RUN_STATUSES
 # Upper bounds on what a read of a run file accepts: a run file larger than this is not one
@@ -99,33 +99,17 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def read_regular_file(path: Path, max_bytes: int) -> bytes:
-    """The bytes of `path`, which must be a regular file of at most `max_bytes`.
-
-    FIFOs, devices and sockets are refused without blocking (O_NONBLOCK on open: a FIFO with no
-    writer would hang a plain open), and the size is checked before reading.
+    """The bytes of `path`, which must be a regular file of at most `max_bytes` (regular_file.py).
     Raises FileNotFoundError when the file is missing and RunStoreError for everything else.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise
-    except OSError as error:
-        raise RunStoreError(f"{path}: cannot read ({error.strerror})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise RunStoreError(f"{path}: not a regular file")
-        if info.st_size > max_bytes:
-            raise RunStoreError(f"{path}: {info.st_size} bytes, more than the {max_bytes} a run file may have")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(max_bytes + 1)
-    except OSError as error:
-        raise RunStoreError(f"{path}: cannot read ({error.strerror})") from None
-    finally:
-        os.close(fd)
-    if len(data) > max_bytes:
-        raise RunStoreError(f"{path}: more than the {max_bytes} bytes a run file may have")
-    return data
+        return read_regular(path, max_bytes)
+    except FileRefused as refused:
+        if refused.refusal is Refusal.MISSING:
+            raise FileNotFoundError(errno.ENOENT, "file not found", str(path)) from None
+        if refused.refusal is Refusal.TOO_LARGE:
+            raise RunStoreError(f"{path}: {refused.size} bytes, more than the {max_bytes} a run file may have") from None
+        raise RunStoreError(str(refused)) from None
 
 
 def read_json_object(path: Path, max_bytes: int) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +161,41 @@ def test_memory_mapped_windows_equal_the_in_memory_reference(tmp_path: Path) -> 
         assert torch.equal(window.ids, reference["ids"][index])
         assert torch.equal(window.byte_counts, reference["bytes"][index])
         assert torch.equal(window.word_starts, reference["words"][index])
+
+
+def resident_kb(path: Path) -> int:
+    """How much of `path` this process has mapped in (the Rss of its mappings in /proc/self/smaps)."""
+    total, current = 0, None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and not fields[0].endswith(":"):
+            current = fields[5] if len(fields) > 5 else None
+        elif fields[0] == "Rss:" and current == str(path):
+            total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_windows_leave_no_pages_of_the_token_files_mapped_in(tmp_path: Path) -> None:
+    """A worker's resident memory must not creep towards the size of its token files as a run
+    reads windows all over them (each fault maps a whole page-cache folio, up to MBs)."""
+    from gptexp.data.tokens import _map
+
+    n = 4_000_000  # 8 MB of uint16 ids, 500 KB of word bits
+    rng = np.random.default_rng(0)
+    ids_file, words_file = tmp_path / "train.ids", tmp_path / "train.words"
+    ids_file.write_bytes(rng.integers(0, 8192, n, dtype=np.uint16).tobytes())
+    words_file.write_bytes(rng.integers(0, 256, (n + 7) // 8, dtype=np.uint8).tobytes())
+    split = TokenSplit(_map(ids_file, np.dtype("<u2"), n), np.ones(8192, dtype=np.int64),
+                       _map(words_file, np.dtype(np.uint8), (n + 7) // 8))
+    in_memory = TokenSplit(np.fromfile(ids_file, dtype="<u2"), np.ones(8192, dtype=np.int64),
+                           np.fromfile(words_file, dtype=np.uint8))
+    mapped_draws, memory_draws = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    for _ in range(50):
+        window = sample_windows(split, 16, 257, mapped_draws)
+        reference = sample_windows(in_memory, 16, 257, memory_draws)
+        assert torch.equal(window.ids, reference.ids) and torch.equal(window.word_starts, reference.word_starts)
+    assert resident_kb(ids_file) == 0 and resident_kb(words_file) == 0
 
 
 def _entry_file(prepared, name: str) -> Path:

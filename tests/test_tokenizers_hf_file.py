@@ -166,3 +166,28 @@ def test_gptexp_run_trains_with_a_gpt2_style_file_and_reports_bpb(files: dict[st
     path.write_text(yaml.safe_dump(spec))
     missing = run_cli(["run", str(path), "--runs-dir", str(runs_dir)])
     assert missing.returncode == 2 and "missing.json: no such file" in missing.stderr, missing.stderr
+
+
+def test_tokenizer_files_that_are_fifos_or_devices_are_refused_at_once(tmp_path: Path) -> None:
+    """Both loaders go through regular_file: a FIFO without a writer or /dev/zero would hang them."""
+    import os
+    import threading
+
+    from gptexp.tokenizers import TokenizerFileError
+
+    fifo = tmp_path / "tokenizer.json"
+    os.mkfifo(fifo)
+    messages: list[str] = []
+
+    def load_all() -> None:
+        for load in (load_tokenizer, HFFileTokenizer.from_file):
+            for path in (fifo, Path("/dev/zero"), tmp_path):
+                with pytest.raises(TokenizerFileError) as info:
+                    load(path)
+                messages.append(str(info.value))
+
+    loader = threading.Thread(target=load_all, daemon=True)
+    loader.start()
+    loader.join(timeout=20)
+    assert messages == [f"{fifo}: not a regular file", "/dev/zero: not a regular file",
+                        f"{tmp_path}: is a directory, not a tokenizer file"] * 2

@@ -18,11 +18,12 @@ import codecs
 import glob
 import hashlib
 import json
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
+
+from gptexp.regular_file import FileRefused, Refusal
+from gptexp.regular_file import check_regular as check_regular_file
 
 if TYPE_CHECKING:
     from gptexp.spec import DataSpec
@@ -64,19 +65,15 @@ class CorpusInfo:
 
 
 def check_regular(path: Path, label: str) -> None:
-    """Refuse anything but a regular file (after symlinks), before opening it."""
+    """Refuse anything but a regular file this process can open (after symlinks), before reading it."""
     try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise CorpusError(f"{label}: {path}: file not found") from None
-    except OSError as error:
-        raise CorpusError(f"{label}: {path}: cannot read ({error.strerror})") from None
-    if stat.S_ISDIR(mode):
-        raise CorpusError(f"{label}: {path}: is a directory, expected a file")
-    if not stat.S_ISREG(mode):
-        raise CorpusError(f"{label}: {path}: not a regular file (FIFOs, devices and sockets cannot be read as a corpus)")
-    if not os.access(path, os.R_OK):
-        raise CorpusError(f"{label}: {path}: cannot read (permission denied)")
+        check_regular_file(path)
+    except FileRefused as refused:
+        if refused.refusal is Refusal.DIRECTORY:
+            raise CorpusError(f"{label}: {path}: is a directory, expected a file") from None
+        if refused.refusal is Refusal.SPECIAL:
+            raise CorpusError(f"{label}: {path}: not a regular file (FIFOs, devices and sockets cannot be read as a corpus)") from None
+        raise CorpusError(f"{label}: {refused}") from None
 
 
 def resolve_files(pattern: str, label: str) -> tuple[Path, ...]:

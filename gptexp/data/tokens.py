@@ -145,6 +145,20 @@ def _map(path: Path, dtype: np.dtype, count: int) -> np.ndarray:
     return array
 
 
+def release_pages(array: np.ndarray) -> None:
+    """Unmap from this process the pages of a memory map that reads have mapped in.
+
+    The page cache keeps them (other ranks, the next read), but the process no longer counts
+    them as resident. Without this a worker's resident memory creeps towards the size of the
+    token file: on kernels whose page cache holds large folios a fault maps up to a whole folio
+    (about 1 MB around each window here, on Linux 6.18), and a long run touches every folio.
+    MADV_DONTNEED on a read-only shared file mapping only unmaps; costs ~0.04 ms per call.
+    """
+    mapped = getattr(array, "_mmap", None)
+    if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)
+
+
 @dataclass
 class TokenSplit:
     """One split: token ids (a memory map or any 1-d integer array), the byte table of the
@@ -190,6 +204,9 @@ class TokenSplit:
         ids = np.asarray(self.ids[flat], dtype=np.int64)
         counts = self.byte_table[ids] if self.byte_counts is None else np.asarray(self.byte_counts[flat], dtype=np.int64)
         word_starts = None if self.packed_word_starts is None else torch.from_numpy(self.word_starts_at(flat))
+        for array in (self.ids, self.byte_counts, self.packed_word_starts):
+            if array is not None:
+                release_pages(array)  # the window is copied out; a worker's memory stays flat
         return Window(ids=torch.from_numpy(ids), byte_counts=torch.from_numpy(counts), word_starts=word_starts)
 
 

@@ -12,7 +12,6 @@ results.json:
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 from typing import Any

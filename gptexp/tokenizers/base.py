@@ -33,6 +33,9 @@ from typing import Any, ClassVar, Iterable
 import numpy as np
 import regex
 
+from gptexp.limits import MAX_TOKENIZER_FILE_BYTES
+from gptexp.regular_file import FileRefused, Refusal, read_regular
+
 FILE_FORMAT = "gptexp-tokenizer"
 FILE_VERSION = 1
 
@@ -471,6 +474,18 @@ def _load_custom(d: dict[str, Any], where: str) -> Any:
         raise TokenizerFileError(f"{where}: the custom tokenizer {d.get('target')} cannot load its state: {err}") from None
 
 
+def tokenizer_file_refusal(refused: FileRefused) -> str:
+    """The one-line message for a tokenizer file that cannot be read (FIFOs and devices included)."""
+    where = refused.path
+    if refused.refusal is Refusal.MISSING:
+        return f"{where}: no such file"
+    if refused.refusal is Refusal.DIRECTORY:
+        return f"{where}: is a directory, not a tokenizer file"
+    if refused.refusal is Refusal.TOO_LARGE:
+        return f"{where}: {refused.size} bytes, more than the {MAX_TOKENIZER_FILE_BYTES >> 20} MiB a tokenizer file may have"
+    return str(refused)
+
+
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """Read a tokenizer file written by Tokenizer.save (char or bpe).
 
@@ -479,13 +494,9 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     path = Path(path)
     where = str(path)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise TokenizerFileError(f"{where}: no such file") from None
-    except IsADirectoryError:
-        raise TokenizerFileError(f"{where}: is a directory, not a tokenizer file") from None
-    except OSError as err:
-        raise TokenizerFileError(f"{where}: cannot read ({err.strerror or err})") from None
+        raw = read_regular(path, MAX_TOKENIZER_FILE_BYTES)
+    except FileRefused as refused:
+        raise TokenizerFileError(tokenizer_file_refusal(refused)) from None
     try:
         d = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

@@ -29,7 +29,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .base import EncodedText, Tokenizer, TokenizerFileError, special_splitter, utf8_bytes
+from gptexp.limits import MAX_TOKENIZER_FILE_BYTES
+from gptexp.regular_file import FileRefused, read_regular
+
+from .base import EncodedText, Tokenizer, TokenizerFileError, special_splitter, tokenizer_file_refusal, utf8_bytes
 
 
 def _byte_decoder() -> dict[str, int]:
@@ -80,10 +83,10 @@ class HFFileTokenizer(Tokenizer):
     def from_file(cls, path: str | Path) -> HFFileTokenizer:
         path = Path(path)
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise TokenizerFileError(f"{path}: no such file") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raw = json.loads(read_regular(path, MAX_TOKENIZER_FILE_BYTES).decode("utf-8"))
+        except FileRefused as refused:
+            raise TokenizerFileError(tokenizer_file_refusal(refused)) from None
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
             raise TokenizerFileError(f"{path}: not a readable tokenizer.json ({err})") from None
         return cls(raw, source=str(path))
 
