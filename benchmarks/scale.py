@@ -13,7 +13,9 @@ directory of those files (one document each), built once per size under --work a
 Then, each measurement in its own process so that peak memory is its own:
   * gptexp preparation (`prepare_data`, BPE with --vocab tokens, GPT-4 split, all cores or
     --workers): scan, chunk counting, merge learning, encoding; wall times, encode MB/s (and per
-    worker), peak resident memory of the preparing process and of its pool;
+    worker), peak resident memory of the preparing process and of its pool, and the peak of their
+    summed PSS (sampled every 0.1 s; PSS shares the pages a forked pool shares with its parent,
+    so the sum is the memory the preparation really holds);
   * Hugging Face `tokenizers` doing the same work: BpeTrainer (--vocab) from an iterator of the
     documents with the GPT-4 split + byte-level alphabet, then encode_batch of every document;
   * `gptexp run` on the corpus with an empty cache (one rank, a small GPT, 5 steps):

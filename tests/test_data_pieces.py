@@ -52,13 +52,20 @@ def test_split_stream_cuts_at_character_boundaries(text: str, block: int, cuts: 
             assert offset >= min(cuts[number], len(data)) and offset - min(cuts[number], len(data)) < 4
 
 
+# minified JSON / JavaScript: no line breaks, so pieces are cut at the ends of letter or digit runs
+ONE_LINE = "abXYé中😀0129 .,:;'\"{}[]-_\t\u00a0\u0301"
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(text=texts, target=st.integers(1, 60), kind=st.sampled_from(["bpe", "char"]),
+@given(text=st.one_of(texts, st.text(alphabet=ONE_LINE, max_size=400), st.text(alphabet="ab12 ,.", max_size=200)),
+       target=st.integers(1, 60),
+       max_chars=st.one_of(st.none(), st.integers(1, 90)), kind=st.sampled_from(["bpe", "char"]),
        pattern=st.sampled_from(["gpt2", "gpt4"]))
-def test_pieces_encode_to_exactly_the_ids_of_the_whole(text: str, target: int, kind: str, pattern: str) -> None:
+def test_pieces_encode_to_exactly_the_ids_of_the_whole(text: str, target: int, max_chars: int | None, kind: str,
+                                                       pattern: str) -> None:
     tokenizer = TOKENIZERS[(kind, pattern)]
     blocks = [text[i : i + 7] for i in range(0, len(text), 7)]
-    pieces = list(cut_pieces(blocks, target, pattern))
+    pieces = list(cut_pieces(blocks, target, pattern, max_chars))
     assert "".join(pieces) == text
     whole = tokenizer.encode_for_training(text)
     parts = [tokenizer.encode_for_training(p) for p in pieces]
@@ -72,6 +79,18 @@ def test_pieces_encode_to_exactly_the_ids_of_the_whole(text: str, target: int, k
             for chunk, n in chunk_counts(p, pattern).items():
                 summed[chunk] = summed.get(chunk, 0) + n
         assert summed == chunk_counts(text, pattern)
+
+
+def test_a_text_without_line_breaks_is_still_cut_near_the_target() -> None:
+    """A worker's memory follows the piece size: minified text must not make one giant piece."""
+    minified = '{"key":"value","n":12345,"list":[1,2,3],"s":"x y"}' * 2000
+    pieces = list(cut_pieces([minified[i : i + 1000] for i in range(0, len(minified), 1000)], 500, "gpt4"))
+    assert "".join(pieces) == minified
+    assert len(pieces) > 150 and max(map(len, pieces[:-1])) <= 500 + 10  # the first run end after 500
+    assert list(cut_pieces(['{"key":"value","n":12}'], 3, "gpt4", 4)) == ['{"key', '":"value', '","n', '":12', '}']
+    assert list(cut_pieces(["ab", "cd ef"], 1, "gpt4", 1)) == ["abcd", " ef"]  # "ab|cd" is not a run end
+    # a run of digits is never split (gpt4 groups digits by three from the start of the run)
+    assert list(cut_pieces(["x=12345,y=678 ab9"], 1, "gpt4", 1)) == ["x", "=12345", ",y", "=678", " ab", "9"]
 
 
 def test_pattern_none_is_one_piece() -> None:

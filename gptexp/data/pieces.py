@@ -4,15 +4,25 @@ Splits are byte ranges of the joined corpus (train first, then test, then valida
 end), moved forward to the next character boundary. Each split is then cut into pieces of about
 `target` characters for parallel work. A piece boundary must not change a single token id or
 word start: it may lie neither inside a UTF-8 character nor inside a pre-split chunk ("word"),
-nor where the split regex would look across it. The boundaries used are the places where a line
-that ends in a non-space character is followed by a letter:
+nor where the split regex would look across it. The boundaries used are, first, the places where
+a line that ends in a non-space character is followed by a letter:
 
-    "...the end.\\nNext line"   ->   "...the end.\\n" | "Next line"
+    "...the end.\nNext line"   ->   "...the end.\n" | "Next line"
+
+and where no such line break comes soon enough (minified JSON or JavaScript, long lines of code:
+a piece would otherwise grow without bound, and a worker's memory with it), the end of a run of
+letters or of digits that is followed by another character:
+
+    '{"key":"value","n":12}'   ->   '{"key' | '":"value' | '","n' | '":12' | '}'   (3 to 4 characters a piece)
 
 Both shipped patterns (gpt2, gpt4) end a chunk at such a newline whatever follows, and no chunk
-starts before it and ends after it, so encoding the pieces and concatenating the ids gives
-exactly the ids of the whole split (tests/test_data_pieces.py checks it on random text). With
-pattern "none" the whole split is one chunk: it is one piece.
+starts before it and ends after it. A run of letters always ends a chunk (every alternative that
+matches a letter stops at the first non-letter) and so does a run of digits (gpt4 groups digits
+by three from the start of the run, which the cut never splits); neither pattern has a
+look-behind, and the chunk before such a cut is matched the same when the text ends there. So
+encoding the pieces and concatenating the ids gives exactly the ids of the whole split
+(tests/test_data_pieces.py checks it on random text). With pattern "none" the whole split is one
+chunk: it is one piece.
 """
 
 from __future__ import annotations
@@ -23,7 +33,8 @@ from typing import Iterable, Iterator
 import regex
 
 SPLIT_ORDER = ("train", "test", "val")  # the order of the splits in the corpus stream
-_SAFE_CUT = regex.compile(r"\S\n\p{L}")
+_SAFE_CUT = regex.compile(r"\S\n\p{L}")  # cut after the newline
+_RUN_END = regex.compile(r"\p{L}(?=\P{L})|\p{N}(?=\P{N})")  # cut after the letter or digit (the next char must be there)
 
 
 def split_byte_ranges(n_bytes: int, val_fraction: float, test_fraction: float) -> dict[str, tuple[int, int]]:
@@ -91,25 +102,35 @@ def last_safe_cut(text: str) -> int:
         end = i
 
 
-def cut_pieces(texts: Iterable[str], target_chars: int, pattern: str) -> Iterator[str]:
-    """Join a split's text blocks and re-cut them into pieces at the first safe place after each
-    target_chars characters (a piece is longer where no safe place comes sooner)."""
+def cut_pieces(texts: Iterable[str], target_chars: int, pattern: str, max_chars: int | None = None) -> Iterator[str]:
+    """Join a split's text blocks and re-cut them into pieces at the first safe line break after
+    each target_chars characters; where none comes by max_chars (default 4 × target_chars), at the
+    first end of a run of letters or digits after target_chars. A piece is longer only where the
+    text has neither (megabytes of whitespace or punctuation alone)."""
     if pattern == "none":
         whole = "".join(texts)
         if whole:
             yield whole
         return
+    limit = max(max_chars or 4 * target_chars, target_chars + 1)
     buffer = ""
-    searched = 0  # no safe place starts before this offset of the buffer
+    searched = run_searched = 0  # no line-break cut / run-end cut starts before these offsets
     for text in texts:
         buffer += text
         while len(buffer) > target_chars:
-            match = _SAFE_CUT.search(buffer, max(target_chars - 1, searched))
-            if match is None:
+            match = _SAFE_CUT.search(buffer, max(target_chars - 1, searched), limit + 1)
+            if match is not None:
+                cut = match.start() + 2
+            elif len(buffer) > limit:
+                run = _RUN_END.search(buffer, max(target_chars - 1, run_searched))
+                if run is None:
+                    searched, run_searched = max(len(buffer) - 2, 0), max(len(buffer) - 1, 0)
+                    break
+                cut = run.start() + 1
+            else:
                 searched = max(len(buffer) - 2, 0)
                 break
-            cut = match.start() + 2
             yield buffer[:cut]
-            buffer, searched = buffer[cut:], 0
+            buffer, searched, run_searched = buffer[cut:], 0, 0
     if buffer:
         yield buffer
