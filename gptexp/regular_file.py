@@ -32,6 +32,16 @@ class FileRefused(Exception):
         super().__init__(f"{path}: {refusal.value}" + (f" ({detail})" if detail else ""))
 
 
+def refusal_message(refused: FileRefused, **words: str) -> str:
+    """The one-line message for `refused`: the caller's own words for some refusals, given by the
+    Refusal's name in lower case as format strings with {path} and {size}, else str(refused).
+
+    refusal_message(refused, directory="{path}: is a directory, expected a spec")
+    """
+    template = words.get(refused.refusal.name.lower())
+    return template.format(path=refused.path, size=refused.size) if template else str(refused)
+
+
 def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
     """`path` opened for binary reading if it is a regular file (symlinks followed).
 

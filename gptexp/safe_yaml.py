@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gptexp.regular_file import FileRefused, Refusal, read_regular
+from gptexp.regular_file import FileRefused, read_regular, refusal_message
 
 MAX_YAML_BYTES = 1024 * 1024  # a spec or sweep file is a few KB; 1 MiB leaves room for long lists
 MAX_YAML_NODES = 100_000  # scalars + collections after alias expansion
@@ -147,17 +147,6 @@ def load_yaml(text: str, source: str) -> Any:
             loader.dispose()
 
 
-def yaml_refusal_message(refused: FileRefused, what: str) -> str:
-    path = refused.path
-    if refused.refusal is Refusal.DIRECTORY:
-        return f"{path}: is a directory, expected a {what}"
-    if refused.refusal is Refusal.SPECIAL:
-        return f"{path}: not a regular file (a FIFO or device?), expected a {what}"
-    if refused.refusal is Refusal.TOO_LARGE:
-        return f"{path}: {refused.size} bytes, larger than the {MAX_YAML_BYTES // 1024} KiB limit for a {what}"
-    return str(refused)
-
-
 def read_yaml_file(path: str | os.PathLike[str], what: str = "YAML file") -> Any:
     """The parsed YAML document in `path`: a regular UTF-8 file no larger than MAX_YAML_BYTES.
 
@@ -168,7 +157,10 @@ def read_yaml_file(path: str | os.PathLike[str], what: str = "YAML file") -> Any
     try:
         data = read_regular(path, MAX_YAML_BYTES)
     except FileRefused as refused:
-        raise YamlInputError(yaml_refusal_message(refused, what)) from None
+        raise YamlInputError(refusal_message(
+            refused, directory=f"{{path}}: is a directory, expected a {what}",
+            special=f"{{path}}: not a regular file (a FIFO or device?), expected a {what}",
+            too_large=f"{{path}}: {{size}} bytes, larger than the {MAX_YAML_BYTES // 1024} KiB limit for a {what}")) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Protocol
 
 from gptexp import contract as C
 from gptexp.redaction import redact_data
-from gptexp.regular_file import FileRefused, Refusal, read_regular
+from gptexp.regular_file import FileRefused, Refusal, read_regular, refusal_message
 
 RUN_STATUSES = C.RUN_STATUSES
 # Upper bounds on what a read of a run file accepts: a run file larger than this is not one
@@ -107,9 +107,8 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
     except FileRefused as refused:
         if refused.refusal is Refusal.MISSING:
             raise FileNotFoundError(errno.ENOENT, "file not found", str(path)) from None
-        if refused.refusal is Refusal.TOO_LARGE:
-            raise RunStoreError(f"{path}: {refused.size} bytes, more than the {max_bytes} a run file may have") from None
-        raise RunStoreError(str(refused)) from None
+        raise RunStoreError(refusal_message(
+            refused, too_large=f"{{path}}: {{size}} bytes, more than the {max_bytes} a run file may have")) from None
 
 
 def read_json_object(path: Path, max_bytes: int) -> dict[str, Any]:

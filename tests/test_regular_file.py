@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gptexp.regular_file import FileRefused, Refusal, check_regular, open_regular, read_regular
+from gptexp.regular_file import FileRefused, Refusal, check_regular, open_regular, read_regular, refusal_message
 
 
 def refusal(call, *args) -> FileRefused:
@@ -59,3 +59,12 @@ def test_an_unreadable_file_says_why(tmp_path: Path) -> None:
     secret.chmod(0)
     refused = refusal(check_regular, secret)
     assert refused.refusal is Refusal.UNREADABLE and "Permission denied" in str(refused)
+
+
+def test_callers_word_some_refusals_their_own_way(tmp_path: Path) -> None:
+    (tmp_path / "big").write_bytes(b"x" * 11)
+    too_large = refusal(read_regular, tmp_path / "big", 10)
+    assert refusal_message(too_large, too_large="{path}: {size} bytes") == f"{tmp_path / 'big'}: 11 bytes"
+    assert refusal_message(too_large, directory="never used") == f"{tmp_path / 'big'}: too large"
+    directory = refusal(check_regular, tmp_path)
+    assert refusal_message(directory, directory="{path} is a folder") == f"{tmp_path} is a folder"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from gptexp.regular_file import FileRefused, Refusal
+from gptexp.regular_file import FileRefused, refusal_message
 from gptexp.regular_file import check_regular as check_regular_file
 
 if TYPE_CHECKING:
@@ -69,11 +69,9 @@ def check_regular(path: Path, label: str) -> None:
     try:
         check_regular_file(path)
     except FileRefused as refused:
-        if refused.refusal is Refusal.DIRECTORY:
-            raise CorpusError(f"{label}: {path}: is a directory, expected a file") from None
-        if refused.refusal is Refusal.SPECIAL:
-            raise CorpusError(f"{label}: {path}: not a regular file (FIFOs, devices and sockets cannot be read as a corpus)") from None
-        raise CorpusError(f"{label}: {refused}") from None
+        raise CorpusError(f"{label}: " + refusal_message(
+            refused, directory="{path}: is a directory, expected a file",
+            special="{path}: not a regular file (FIFOs, devices and sockets cannot be read as a corpus)")) from None
 
 
 def resolve_files(pattern: str, label: str) -> tuple[Path, ...]:

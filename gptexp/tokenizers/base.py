@@ -34,7 +34,7 @@ import numpy as np
 import regex
 
 from gptexp.limits import MAX_TOKENIZER_FILE_BYTES
-from gptexp.regular_file import FileRefused, Refusal, read_regular
+from gptexp.regular_file import FileRefused, read_regular, refusal_message
 
 FILE_FORMAT = "gptexp-tokenizer"
 FILE_VERSION = 1
@@ -476,14 +476,9 @@ def _load_custom(d: dict[str, Any], where: str) -> Any:
 
 def tokenizer_file_refusal(refused: FileRefused) -> str:
     """The one-line message for a tokenizer file that cannot be read (FIFOs and devices included)."""
-    where = refused.path
-    if refused.refusal is Refusal.MISSING:
-        return f"{where}: no such file"
-    if refused.refusal is Refusal.DIRECTORY:
-        return f"{where}: is a directory, not a tokenizer file"
-    if refused.refusal is Refusal.TOO_LARGE:
-        return f"{where}: {refused.size} bytes, more than the {MAX_TOKENIZER_FILE_BYTES >> 20} MiB a tokenizer file may have"
-    return str(refused)
+    return refusal_message(refused, missing="{path}: no such file", directory="{path}: is a directory, not a tokenizer file",
+                           too_large="{path}: {size} bytes, more than the "
+                                     f"{MAX_TOKENIZER_FILE_BYTES >> 20} MiB a tokenizer file may have")
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
