@@ -7,7 +7,7 @@ word start: it may lie neither inside a UTF-8 character nor inside a pre-split c
 nor where the split regex would look across it. The boundaries used are, first, the places where
 a line that ends in a non-space character is followed by a letter:
 
-    "...the end.\nNext line"   ->   "...the end.\n" | "Next line"
+    "...the end.\\nNext line"   ->   "...the end.\\n" | "Next line"
 
 and where no such line break comes soon enough (minified JSON or JavaScript, long lines of code:
 a piece would otherwise grow without bound, and a worker's memory with it), the end of a run of
