@@ -104,7 +104,7 @@ def last_safe_cut(text: str) -> int:
 
 def cut_pieces(texts: Iterable[str], target_chars: int, pattern: str, max_chars: int | None = None) -> Iterator[str]:
     """Join a split's text blocks and re-cut them into pieces at the first safe line break after
-    each target_chars characters; where none comes by max_chars (default 4 × target_chars), at the
+    each target_chars characters; where none comes by max_chars (default 1.25 × target_chars), at the
     first end of a run of letters or digits after target_chars. A piece is longer only where the
     text has neither (megabytes of whitespace or punctuation alone)."""
     if pattern == "none":
@@ -112,7 +112,7 @@ def cut_pieces(texts: Iterable[str], target_chars: int, pattern: str, max_chars:
         if whole:
             yield whole
         return
-    limit = max(max_chars or 4 * target_chars, target_chars + 1)
+    limit = max(max_chars or target_chars + target_chars // 4, target_chars + 1)
     buffer = ""
     searched = run_searched = 0  # no line-break cut / run-end cut starts before these offsets
     for text in texts:
